@@ -1,0 +1,136 @@
+"""Run facturd's roles in one process on one event loop.
+
+Job: open storage (migrations applied), take the role lock, start the listeners and
+background tasks of the requested roles, tell systemd we are ready, keep the watchdog fed,
+and on SIGTERM/SIGINT stop accepting, let in-flight transactions finish, then exit.
+
+Roles: receive (SMTP/LMTP intake), work (pipeline; daemon/worker.py), web and send (not
+built yet: they say so in the log). ``serve`` runs every role that exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO
+
+from daemon import sdnotify
+from daemon.config import Config
+from daemon.intake import FolderDirectory, IntakeHandler, SpaceGuard
+from daemon.listeners import SessionLimits, start_listener
+from daemon.writer import IntakeWriter
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES = ("receive", "work", "web", "send")
+NOT_BUILT = {"web": "the web role is not built yet (approval pages and status come later)",
+             "send": "the send role is not built yet (outgoing mail comes later)"}
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def lock_role(state: Path, name: str) -> IO[str]:
+    """One process per role and state folder (flock, released by the kernel on any exit)."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fh = open(state / f"{name}.lock", "a+")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise AlreadyRunning(f"another facturd {name} is running on {state}") from None
+    fh.truncate(0)
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def open_store(cfg: Config) -> Store:
+    cfg.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Store.open(cfg.database_url, cfg.blob_backend, cfg.blob_path)
+
+
+async def run(cfg: Config, roles: tuple[str, ...],
+              ready: Callable[[], Awaitable[None]] | None = None) -> None:
+    store = open_store(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    servers: list[asyncio.AbstractServer] = []
+    tasks: list[asyncio.Task[None]] = []
+    writer: IntakeWriter | None = None
+    for role in roles:
+        if role in NOT_BUILT:
+            log.warning("%s", NOT_BUILT[role])
+    try:
+        if "receive" in roles:
+            writer = IntakeWriter(store)
+            writer.start()
+            servers = await _start_intake(cfg, store, writer)
+        if "work" in roles:
+            from daemon.worker import run_worker
+
+            tasks.append(asyncio.create_task(run_worker(cfg, store, stop), name="worker"))
+        tasks.append(asyncio.create_task(_watchdog(stop), name="watchdog"))
+        sdnotify.notify("READY=1\nSTATUS=facturd running: " + ", ".join(roles))
+        log.info("facturd ready (%s); state in %s", ", ".join(roles), cfg.state_path)
+        if ready is not None:
+            await ready()
+        await stop.wait()
+        sdnotify.notify("STOPPING=1")
+        log.info("stopping")
+    finally:
+        for server in servers:
+            server.close()
+        for server in servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 10)
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+        store.close()
+
+
+async def _start_intake(cfg: Config, store: Store,
+                        writer: IntakeWriter) -> list[asyncio.AbstractServer]:
+    directory = FolderDirectory(store)
+    space_paths = [cfg.state_path]
+    if cfg.blob_backend == "files":
+        cfg.blob_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        space_paths.append(cfg.blob_path)
+    space = SpaceGuard(space_paths, cfg.intake.min_free_mb)
+    limits = SessionLimits(cfg.intake.max_sessions, cfg.intake.max_sessions_per_ip)
+    servers = []
+    for listen, lmtp in ((cfg.smtp_listen, False), (cfg.lmtp_listen, True)):
+        if listen is None:
+            continue
+        handler = IntakeHandler(domain=cfg.domain, directory=directory, writer=writer,
+                                space=space, max_recipients=cfg.intake.max_recipients,
+                                lmtp=lmtp)
+        servers.append(await start_listener(listen, handler, cfg.intake, cfg.hostname, limits))
+    if not servers:
+        log.warning("receive role: neither smtp.listen nor lmtp.listen is set")
+    return servers
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while not stop.is_set():
+        sdnotify.notify("WATCHDOG=1")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -1,0 +1,96 @@
+"""Documents: one invoice each, created by the worker, read by the CLI and web.
+
+Job: row <-> records.Document, with the idempotency key (delivery, part): saving the same
+part of the same delivery twice updates the one document instead of creating a second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from storage import models, records
+
+AMOUNT_FIELDS = ("total_net", "total_tax", "total_gross", "amount_due")
+TEXT_FIELDS = ("number", "issue_date", "due_date", "seller_name", "seller_vat", "seller_siren",
+               "seller_iban", "buyer_name", "buyer_vat", "currency", "payment_reference")
+JSON_FIELDS = ("vat_breakdown", "confidence", "reasons", "trace", "extra")
+
+
+def to_record(row: Any) -> records.Document:
+    values: dict[str, Any] = {name: getattr(row, name) for name in TEXT_FIELDS}
+    for name in AMOUNT_FIELDS:
+        raw = getattr(row, name)
+        values[name] = Decimal(raw) if raw is not None else None
+    for name in JSON_FIELDS:
+        values[name] = json.loads(getattr(row, name))
+    return records.Document(
+        id=row.id, folder_id=row.folder_id, delivery_id=row.delivery_id, part=row.part,
+        direction=row.direction, state=row.state, source=row.source,
+        original_sha256=row.original_sha256, enriched_sha256=row.enriched_sha256,
+        filename=row.filename, media_type=row.media_type, duplicate_of=row.duplicate_of_id,
+        created_at=row.created_at, updated_at=row.updated_at, **values,
+    )
+
+
+def to_columns(doc: records.Document) -> dict[str, Any]:
+    cols: dict[str, Any] = {name: getattr(doc, name) for name in TEXT_FIELDS}
+    for name in AMOUNT_FIELDS:
+        value = getattr(doc, name)
+        cols[name] = str(value) if value is not None else None
+    for name in JSON_FIELDS:
+        cols[name] = json.dumps(getattr(doc, name), sort_keys=True, default=str)
+    cols.update(
+        folder=doc.folder_id, delivery=doc.delivery_id, part=doc.part, direction=doc.direction,
+        state=doc.state, source=doc.source, original_sha256=doc.original_sha256,
+        enriched_sha256=doc.enriched_sha256, filename=doc.filename[:1024],
+        media_type=doc.media_type, duplicate_of=doc.duplicate_of,
+    )
+    return cols
+
+
+class Documents:
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+
+    def get(self, document_id: int) -> records.Document | None:
+        row = models.Document.get_or_none(models.Document.id == document_id)
+        return to_record(row) if row else None
+
+    def find(self, folder_id: int | None = None, state: str | None = None,
+             limit: int = 1000) -> list[records.Document]:
+        D = models.Document
+        q = D.select().order_by(D.id.desc())
+        if folder_id is not None:
+            q = q.where(D.folder == folder_id)
+        if state is not None:
+            q = q.where(D.state == state)
+        return [to_record(r) for r in q.limit(limit)]
+
+    def for_delivery(self, delivery_id: int) -> list[records.Document]:
+        D = models.Document
+        q = D.select().where(D.delivery == delivery_id).order_by(D.part)
+        return [to_record(r) for r in q]
+
+    def upsert(self, doc: records.Document) -> int:
+        """Insert, or update the document with the same (delivery, part). Call inside a
+        transaction. Returns the document id."""
+        D = models.Document
+        cols = to_columns(doc)
+        now = self.clock()
+        existing = None
+        if doc.delivery_id is not None:
+            existing = D.get_or_none((D.delivery == doc.delivery_id) & (D.part == doc.part))
+        if existing is None:
+            return int(D.insert(created_at=now, updated_at=now, **cols).execute())
+        D.update(updated_at=now, version=D.version + 1, **cols).where(
+            D.id == existing.id).execute()
+        return int(existing.id)
+
+    def set_state(self, document_id: int, state: str) -> None:
+        D = models.Document
+        D.update(state=state, updated_at=self.clock(), version=D.version + 1).where(
+            D.id == document_id).execute()

@@ -1,0 +1,67 @@
+"""Versioned schema migrations, applied at start.
+
+Job: bring any database to the newest schema, exactly once even when several nodes start
+together (PostgreSQL advisory lock; SQLite write lock). A database newer than this code is
+refused with a clear message rather than used.
+
+Each migration is (version, name, function). Add new ones at the end; never edit one that
+has shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee as pw
+
+from storage import models
+from storage.db import StorageError, is_postgres
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x66616374  # "fact"
+
+
+def _initial(db: pw.Database) -> None:
+    db.create_tables(models.ALL_MODELS, safe=True)
+
+
+MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
+    (1, "initial schema: folders, partners, senders, messages, deliveries, documents, "
+        "events, approvals, outbox, blobs", _initial),
+)
+
+
+def current_version(db: pw.Database) -> int:
+    if not db.table_exists("schema_version"):
+        return 0
+    row = models.SchemaVersion.select(pw.fn.MAX(models.SchemaVersion.version)).scalar()
+    return int(row or 0)
+
+
+def migrate(db: Any) -> list[int]:
+    """Apply missing migrations; return the versions applied now."""
+    newest = MIGRATIONS[-1][0]
+    applied: list[int] = []
+    with db.atomic("IMMEDIATE") if not is_postgres(db) else db.atomic():
+        if is_postgres(db):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        db.create_tables([models.SchemaVersion], safe=True)
+        have = current_version(db)
+        if have > newest:
+            raise StorageError(
+                f"database schema version {have} is newer than this facturd knows ({newest}); "
+                "upgrade facturd or point it at another database"
+            )
+        for version, name, apply in MIGRATIONS:
+            if version <= have:
+                continue
+            log.info("applying migration %d: %s", version, name)
+            apply(db)
+            models.SchemaVersion.create(version=version, name=name,
+                                        applied_at=datetime.now(UTC).replace(tzinfo=None))
+            applied.append(version)
+    return applied

@@ -1,0 +1,222 @@
+"""The storage interface the daemon uses: folders, intake, deliveries, documents, events.
+
+Job: translate between records (dataclasses) and tables; own transactions. Every method is
+synchronous and may block on disk: async callers run it in a thread (see daemon/intake.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee as pw
+
+from storage import models, records
+from storage.blobs import Blobs, DatabaseBlobs, FileBlobs
+from storage.db import is_postgres, open_database
+from storage.documents import Documents
+from storage.migrations import migrate
+from storage.records import (
+    DeliveryResult,
+    IntakeItem,
+    IntakeResult,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _folder(row: Any) -> records.Folder:
+    return records.Folder(
+        id=row.id, vat=row.vat, name=row.name, siren=row.siren, iban=row.iban, mode=row.mode,
+        identify_duplicates=row.identify_duplicates, block_duplicates=row.block_duplicates,
+        auto_accept_approved_senders=row.auto_accept_approved_senders,
+        notify_email=row.notify_email, notify_frequency=row.notify_frequency,
+        accountant_email=row.accountant_email, language=row.language,
+        created_at=row.created_at,
+    )
+
+
+def _message(row: Any) -> records.Message:
+    return records.Message(
+        id=row.id, sha256=row.sha256, size=row.size, mail_from=row.mail_from,
+        rcpt_tos=tuple(json.loads(row.rcpt_tos)), protocol=row.protocol, peer=row.peer,
+        helo=row.helo, filename=row.filename, received_at=row.received_at,
+    )
+
+
+def _delivery(row: Any) -> records.Delivery:
+    return records.Delivery(
+        id=row.id, message_id=row.message_id, folder_id=row.folder_id, address=row.address,
+        tag=row.tag, direction=row.direction, state=row.state, attempts=row.attempts,
+        lease_until=row.lease_until, next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error, duplicate_of=row.duplicate_of_id, created_at=row.created_at,
+    )
+
+
+def _event(row: Any) -> records.Event:
+    return records.Event(
+        id=row.id, at=row.at, folder_id=row.folder_id, delivery_id=row.delivery_id,
+        document_id=row.document_id, actor=row.actor, kind=row.kind, detail=row.detail,
+    )
+
+
+class Store:
+    def __init__(self, db: pw.Database, blobs: Blobs,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.clock = clock
+        self.blobs_in_db = isinstance(blobs, DatabaseBlobs)
+        self.documents = Documents(clock)
+
+    # ---- life cycle -------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, blob_backend: str, blob_path: Any,
+             clock: Callable[[], datetime] = utcnow) -> Store:
+        db = open_database(url)
+        migrate(db)
+        blobs: Blobs = DatabaseBlobs() if blob_backend == "database" else FileBlobs(blob_path)
+        return cls(db, blobs, clock)
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    @property
+    def is_postgres(self) -> bool:
+        return is_postgres(self.db)
+
+    def write_transaction(self) -> Any:
+        """A transaction that takes the write lock at once (SQLite) to avoid upgrade deadlocks."""
+        return self.db.atomic() if self.is_postgres else self.db.atomic("IMMEDIATE")
+
+    # ---- folders ----------------------------------------------------------------------
+    def add_folder(self, vat: str, name: str, *, mode: str = "manual", notify_email: str = "",
+                   accountant_email: str = "", siren: str = "", language: str = "fr",
+                   ) -> records.Folder:
+        if mode not in records.MODES:
+            raise ValueError(f"mode must be one of {', '.join(records.MODES)}")
+        with self.write_transaction():
+            row = models.Folder.create(
+                vat=vat, name=name, mode=mode, notify_email=notify_email,
+                accountant_email=accountant_email, siren=siren, language=language,
+                created_at=self.clock(),
+            )
+            models.Event.create(at=self.clock(), folder=row.id, actor="cli",
+                                kind="folder-created", detail=f"{vat} {name}")
+        return _folder(row)
+
+    def folder_by_vat(self, vat: str) -> records.Folder | None:
+        row = models.Folder.get_or_none(models.Folder.vat == vat.upper())
+        return _folder(row) if row else None
+
+    def folder(self, folder_id: int) -> records.Folder | None:
+        row = models.Folder.get_or_none(models.Folder.id == folder_id)
+        return _folder(row) if row else None
+
+    def folders(self) -> list[records.Folder]:
+        return [_folder(r) for r in models.Folder.select().order_by(models.Folder.vat)]
+
+    def folder_ids_by_vat(self) -> dict[str, int]:
+        return {r.vat: r.id for r in models.Folder.select(models.Folder.id, models.Folder.vat)}
+
+    # ---- intake -----------------------------------------------------------------------
+    def record_intake(self, items: Sequence[IntakeItem]) -> list[IntakeResult]:
+        """Make a batch of received messages and their jobs durable, in one commit.
+
+        Blob bytes first (files: fsynced before the rows that name them), then one
+        transaction with a message row and one delivery per recipient. When this returns,
+        everything is on disk. Re-delivery of the same bytes to the same folder is stored
+        (never lost) as a ``duplicate`` delivery pointing at the first one.
+        """
+        if not self.blobs_in_db:
+            self.blobs.put_many((i.sha256, i.raw) for i in items)
+        results: list[IntakeResult] = []
+        now = self.clock()
+        with self.write_transaction():
+            if self.blobs_in_db:
+                self.blobs.put_many((i.sha256, i.raw) for i in items)
+            for item in items:
+                msg = models.Message.create(
+                    sha256=item.sha256, size=len(item.raw), mail_from=item.mail_from[:1024],
+                    rcpt_tos=json.dumps([r.address for r in item.recipients]),
+                    protocol=item.protocol, peer=item.peer[:255], helo=item.helo[:1024],
+                    filename=item.filename[:1024], received_at=now,
+                )
+                out: list[DeliveryResult] = []
+                for rcpt in item.recipients:
+                    first = self._first_delivery(rcpt.folder_id, item.sha256, msg.id)
+                    state = records.TRANSPORT_DUPLICATE if first else records.QUEUED
+                    row = models.Delivery.create(
+                        message=msg.id, folder=rcpt.folder_id, address=rcpt.address[:1024],
+                        tag=rcpt.tag, direction="sales" if rcpt.tag == "sales" else "purchase",
+                        state=state, next_attempt_at=now, duplicate_of=first,
+                        created_at=now, updated_at=now,
+                    )
+                    if first:
+                        models.Event.create(
+                            at=now, folder=rcpt.folder_id, delivery=row.id, actor="intake",
+                            kind="transport-duplicate",
+                            detail=f"same bytes (sha256 {item.sha256[:12]}) as delivery {first}",
+                        )
+                    out.append(DeliveryResult(row.id, rcpt.folder_id, state, first))
+                results.append(IntakeResult(msg.id, tuple(out)))
+        return results
+
+    def _first_delivery(self, folder_id: int, sha256: str, exclude_message: int) -> int | None:
+        D, M = models.Delivery, models.Message
+        row = (D.select(D.id).join(M)
+               .where((D.folder == folder_id) & (M.sha256 == sha256) & (M.id != exclude_message)
+                      & (D.state != records.TRANSPORT_DUPLICATE))
+               .order_by(D.id).first())
+        return int(row.id) if row else None
+
+    # ---- reading ----------------------------------------------------------------------
+    def message(self, message_id: int) -> records.Message | None:
+        row = models.Message.get_or_none(models.Message.id == message_id)
+        return _message(row) if row else None
+
+    def raw_message(self, message_id: int) -> bytes:
+        row = models.Message.get_by_id(message_id)
+        return self.blobs.get(row.sha256)
+
+    def delivery(self, delivery_id: int) -> records.Delivery | None:
+        row = models.Delivery.get_or_none(models.Delivery.id == delivery_id)
+        return _delivery(row) if row else None
+
+    def deliveries(self, folder_id: int | None = None, state: str | None = None,
+                   limit: int = 1000) -> list[records.Delivery]:
+        q = models.Delivery.select().order_by(models.Delivery.id)
+        if folder_id is not None:
+            q = q.where(models.Delivery.folder == folder_id)
+        if state is not None:
+            q = q.where(models.Delivery.state == state)
+        return [_delivery(r) for r in q.limit(limit)]
+
+    def count_deliveries(self) -> dict[str, int]:
+        D = models.Delivery
+        q = D.select(D.state, pw.fn.COUNT(D.id).alias("n")).group_by(D.state)
+        return {r.state: int(getattr(r, "n")) for r in q}  # noqa: B009 - alias column
+
+    # ---- events -----------------------------------------------------------------------
+    def add_event(self, kind: str, detail: str = "", *, actor: str = "facturd",
+                  folder_id: int | None = None, delivery_id: int | None = None,
+                  document_id: int | None = None) -> None:
+        models.Event.create(at=self.clock(), folder=folder_id, delivery=delivery_id,
+                            document=document_id, actor=actor, kind=kind, detail=detail)
+
+    def events(self, *, document_id: int | None = None, delivery_id: int | None = None,
+               folder_id: int | None = None) -> list[records.Event]:
+        E = models.Event
+        q = E.select().order_by(E.id)
+        if document_id is not None:
+            q = q.where(E.document == document_id)
+        if delivery_id is not None:
+            q = q.where(E.delivery == delivery_id)
+        if folder_id is not None:
+            q = q.where(E.folder == folder_id)
+        return [_event(r) for r in q]

@@ -1,0 +1,59 @@
+"""The facturd command: folders, import, documents, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import VAT, Facturd
+from tests.mails import fake_pdf
+
+
+def test_folder_add_validates_vat_with_a_clear_error(facturd: Facturd) -> None:
+    res = facturd.cli("folder", "add", "FR40303265046", "--name", "Bad", check=False)
+    assert res.returncode == 2
+    assert "not a valid VAT number" in res.stderr and "FR40303265045" in res.stderr
+    res = facturd.cli("folder", "add", "hello", "--name", "Bad", check=False)
+    assert res.returncode == 2 and "e.g. FR40303265045" in res.stderr
+
+
+def test_folder_add_list_show(facturd: Facturd) -> None:
+    res = facturd.cli("folder", "add", "fr 40 303 265 045", "--name", "Acme SAS", "--mode",
+                      "except-trusted", "--notify", "boss@acme.test")
+    assert "FR40303265045@invoices.test" in res.stdout
+    again = facturd.cli("folder", "add", VAT, "--name", "Acme", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    listed = json.loads(facturd.cli("folder", "list", "--json").stdout)
+    assert listed == [{"vat": VAT, "name": "Acme SAS", "mode": "except_trusted",
+                       "address": f"{VAT}@invoices.test"}]
+    shown = json.loads(facturd.cli("folder", "show", VAT, "--json").stdout)
+    assert shown["siren"] == "303265045" and shown["notify_email"] == "boss@acme.test"
+    missing = facturd.cli("folder", "show", "FR23334175221", check=False)
+    assert missing.returncode == 4
+
+
+def test_import_queues_files_with_progress_and_recognizes_repeats(facturd: Facturd,
+                                                                   tmp_path: Path) -> None:
+    facturd.add_folder()
+    files = []
+    for n in range(3):
+        p = tmp_path / f"invoice-{n}.pdf"
+        p.write_bytes(fake_pdf(seed=str(n)))
+        files.append(str(p))
+    res = facturd.cli("import", *files, "--folder", VAT)
+    assert "[3/3] invoice-2.pdf: queued as job 3" in res.stderr
+    again = facturd.cli("import", files[0], "--folder", VAT)
+    assert "already imported (same bytes as job 1)" in again.stderr
+    missing = facturd.cli("import", str(tmp_path / "nope.pdf"), "--folder", VAT, check=False)
+    assert missing.returncode == 4
+
+
+def test_documents_list_empty_and_show_missing(facturd: Facturd) -> None:
+    facturd.add_folder()
+    assert json.loads(facturd.cli("documents", "list", "--json").stdout) == []
+    res = facturd.cli("documents", "show", "42", check=False)
+    assert res.returncode == 4 and "no document 42" in res.stderr
+
+
+def test_usage_error_exit_2(facturd: Facturd) -> None:
+    assert facturd.cli("frobnicate", check=False).returncode == 2
