@@ -28,3 +28,5 @@ def setup(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    # factur-x logs every XSD failure at ERROR; facturd records the result on the document.
+    logging.getLogger("factur-x").setLevel(logging.CRITICAL)
