@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from daemon import config as config_mod
 from daemon import logs, selfcheck
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--folder", required=True, metavar="VAT")
     imp.add_argument("--sales", action="store_true", help="the company's own sales invoices")
+
+    msgs = sub.add_parser("messages", help="received mail and its processing jobs"
+                          ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ml = msgs.add_parser("list", help="jobs, newest first, with their state and last error")
+    ml.add_argument("--state", choices=("queued", "running", "done", "quarantined",
+                                        "duplicate"))
+    ml.add_argument("--json", action="store_true")
+    mr = msgs.add_parser("retry", help="try a quarantined job again")
+    mr.add_argument("job", type=int)
 
     docs = sub.add_parser("documents", help="invoices").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -134,6 +144,8 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             return cmd_import(args, cfg, store)
         if command == "documents":
             return cmd_documents(args, store)
+        if command == "messages":
+            return cmd_messages(args, store)
     finally:
         store.close()
     raise CliError(f"unknown command {command}", EXIT_USAGE)  # pragma: no cover
@@ -271,4 +283,32 @@ def cmd_documents(args: argparse.Namespace, store: Store) -> int:
     print("events:")
     for e in events:
         print(f"  {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<8} {e.kind:<20} {e.detail}")
+    return EXIT_OK
+
+
+def cmd_messages(args: argparse.Namespace, store: Store) -> int:
+    if args.action == "retry":
+        from storage.queue import Queue
+
+        if not Queue(store).requeue(args.job):
+            raise CliError(f"job {args.job} is not quarantined", EXIT_NOT_FOUND)
+        print(f"job {args.job} queued again")
+        return EXIT_OK
+    folders = {f.id: f.vat for f in store.folders()}
+    rows: list[dict[str, Any]] = []
+    for d in reversed(store.deliveries(state=args.state)):
+        msg = store.message(d.message_id)
+        assert msg is not None
+        rows.append({"job": d.id, "message": f"M{d.message_id}",
+                     "folder": folders.get(d.folder_id), "state": d.state,
+                     "attempts": d.attempts, "protocol": msg.protocol,
+                     "from": msg.mail_from, "received_at": msg.received_at.isoformat(),
+                     "duplicate_of": d.duplicate_of, "last_error": d.last_error})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['job']:>6} {r['message']:>7} {r['folder']:<15} {r['state']:<12} "
+              f"{r['attempts']:>2} {r['received_at'][:19]} {r['from'] or r['protocol']}"
+              + (f"  ({r['last_error']})" if r["last_error"] else ""))
     return EXIT_OK

@@ -26,6 +26,11 @@ SQLITE_PRAGMAS = (
 )
 
 
+# Database errors worth retrying (busy/locked, connection lost): callers outside storage/
+# catch these without importing peewee.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceError)
+
+
 class StorageError(Exception):
     """A storage problem a person must fix (bad URL, newer schema, unreachable server)."""
 

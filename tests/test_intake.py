@@ -48,7 +48,7 @@ def send(f: Facturd, raw: bytes, rcpts: list[str], sender: str = "billing@vendor
 def test_smtp_accepts_known_folder_and_stores_exact_bytes(facturd_any: Facturd) -> None:
     f = facturd_any
     f.add_folder()
-    f.start()
+    f.start("receive")
     raw = invoice_mail(to=f"{VAT}@{DOMAIN}",
                        attachments=[("inv.pdf", "application/pdf", fake_pdf())]).as_bytes()
     raw = crlf(raw)
@@ -62,7 +62,7 @@ def test_smtp_accepts_known_folder_and_stores_exact_bytes(facturd_any: Facturd) 
 
 def test_plus_tag_is_recorded_and_sales_is_sales(facturd: Facturd) -> None:
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     raw = invoice_mail().as_bytes()
     send(facturd, raw, [f"{VAT}+sales@{DOMAIN}"])
     send(facturd, raw + b"x", [f"{VAT}+forwarded@{DOMAIN}"])
@@ -79,7 +79,7 @@ def test_plus_tag_is_recorded_and_sales_is_sales(facturd: Facturd) -> None:
 ])
 def test_unknown_recipient_is_refused_at_rcpt(facturd: Facturd, rcpt: str) -> None:
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     with smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) as smtp:
         smtp.ehlo("client.test")
         smtp.mail("billing@vendor.test")
@@ -92,7 +92,7 @@ def test_too_many_recipients_452(facturd: Facturd) -> None:
     facturd.write_config("[intake]\nmax_recipients = 2\n")
     facturd.add_folder()
     facturd.add_folder(VAT2, "Beta SARL")
-    facturd.start()
+    facturd.start("receive")
     with smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) as smtp:
         smtp.ehlo("client.test")
         smtp.mail("billing@vendor.test")
@@ -105,7 +105,7 @@ def test_too_many_recipients_452(facturd: Facturd) -> None:
 def test_oversize_552(facturd: Facturd) -> None:
     facturd.write_config("[intake]\nmax_message_bytes = 20000\n")
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     raw = invoice_mail(attachments=[("big.pdf", "application/pdf", fake_pdf(40000))]).as_bytes()
     with (pytest.raises(smtplib.SMTPDataError) as err,
           smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) as smtp):
@@ -125,7 +125,7 @@ def test_oversize_552(facturd: Facturd) -> None:
 def test_low_disk_space_452_431(facturd: Facturd) -> None:
     facturd.write_config("[intake]\nmin_free_mb = 100000000\n")  # more than any disk here
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     with smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) as smtp:
         smtp.ehlo("client.test")
         code, text = smtp.mail("billing@vendor.test")
@@ -135,7 +135,7 @@ def test_low_disk_space_452_431(facturd: Facturd) -> None:
 def test_lmtp_two_recipients_two_replies(facturd: Facturd) -> None:
     facturd.add_folder()
     facturd.add_folder(VAT2, "Beta SARL")
-    facturd.start()
+    facturd.start("receive")
     raw = invoice_mail(attachments=[("a.pdf", "application/pdf", fake_pdf())]).as_bytes()
     lmtp = smtplib.LMTP(str(facturd.lmtp_socket), timeout=30)
     try:
@@ -166,7 +166,7 @@ def test_duplicate_delivery_is_recognized(facturd_any: Facturd) -> None:
     f = facturd_any
     f.add_folder()
     f.add_folder(VAT2, "Beta SARL")
-    f.start()
+    f.start("receive")
     raw = invoice_mail(attachments=[("a.pdf", "application/pdf", fake_pdf())]).as_bytes()
     send(f, raw, [f"{VAT}@{DOMAIN}"])
     send(f, raw, [f"{VAT}@{DOMAIN}"])       # the sender retried: same bytes
@@ -183,7 +183,7 @@ def test_handler_failure_451_then_keeps_serving(facturd: Facturd) -> None:
     WHEN a message arrives THEN the sender gets 451 4.3.0 without internal detail, and once
     the lock is gone the same daemon accepts mail again."""
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     raw = invoice_mail().as_bytes()
     db = sqlite3.connect(facturd.state / "facturd.sqlite3", isolation_level=None)
     db.execute("BEGIN EXCLUSIVE")
@@ -217,7 +217,7 @@ def test_kill_9_right_after_250_loses_nothing(facturd_any: Facturd) -> None:
 def test_session_limit_421(facturd: Facturd) -> None:
     facturd.write_config("[intake]\nmax_sessions = 2\nmax_sessions_per_ip = 2\n")
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     held = [smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) for _ in range(2)]
     try:
         with pytest.raises(smtplib.SMTPConnectError) as err:
@@ -233,7 +233,7 @@ def test_session_limit_421(facturd: Facturd) -> None:
 
 def test_command_budget_and_long_line(facturd: Facturd) -> None:
     facturd.add_folder()
-    facturd.start()
+    facturd.start("receive")
     with smtplib.SMTP("127.0.0.1", facturd.smtp_port, timeout=30) as smtp:
         codes = [smtp.noop()[0] for _ in range(5)]
         assert codes == [250] * 5

@@ -1,0 +1,239 @@
+"""The pipeline: one visible, ordered sequence of named stages run on one delivery.
+
+Job: turn one received message (or imported file) into documents, in memory. Each stage is
+``(name, function)``; a function gets the Work and returns an outcome (one for all items, or
+one per item). The runner times every stage and appends (stage, outcome, ms) to each
+document's trace. Nothing here writes to the database: the worker commits the Work's results
+in one transaction, which is what makes a re-run after a crash harmless.
+
+Stages filled in by later issues (authenticate, ocr, recognize, enrich, dedupe) say so in
+their outcome instead of pretending.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from daemon import faults
+from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
+from daemon.mailparse import InvoiceFile, MailRejected, ParsedMail, parse_file, parse_mail
+from rules.decide import ACCEPT, DRAFT, HOLD, NO_INVOICE, Facts, decide
+from storage.queue import Job
+from storage.records import Folder
+
+
+class PermanentError(Exception):
+    """This message can never be processed: quarantine it with this readable reason."""
+
+
+REQUIRED_FIELDS = ("number", "issue_date", "currency", "total_gross")
+STATE_OF = {ACCEPT: "archived", HOLD: "pending_approval", NO_INVOICE: "no_invoice",
+            DRAFT: "draft"}
+
+
+@dataclass
+class Item:
+    """One future document."""
+
+    part: int
+    file: InvoiceFile | None
+    filename: str = ""
+    media_type: str = ""
+    original_sha256: str = ""
+    source: str = ""
+    state: str = "received"
+    fields: dict[str, Any] = field(default_factory=dict)
+    holds: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Work:
+    job: Job
+    folder: Folder
+    raw: bytes
+    parsed: ParsedMail | None = None
+    items: list[Item] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+Outcome = str | dict[int, str]
+Stage = tuple[str, Callable[[Work], Outcome]]
+
+
+def stage_parse(work: Work) -> Outcome:
+    msg = work.job.message
+    try:
+        if msg.protocol == "import":
+            parsed = parse_file(work.raw, msg.filename)
+        else:
+            parsed = parse_mail(work.raw)
+    except MailRejected as exc:
+        raise PermanentError(f"{exc.reason}: {exc}") from exc
+    work.parsed = parsed
+    work.items = [Item(part=n, file=f) for n, f in enumerate(parsed.invoices)]
+    if not work.items:
+        work.items = [Item(part=0, file=None, source="none")]
+        return "no-invoice"
+    return f"{len(work.items)} invoice file(s)"
+
+
+def stage_authenticate(work: Work) -> Outcome:
+    return "not-checked (sender authentication comes with the rules issue)"
+
+
+def stage_attachments(work: Work) -> Outcome:
+    out: dict[int, str] = {}
+    for item in work.items:
+        if item.file is None:
+            out[item.part] = "none"
+            continue
+        main = item.file.main
+        item.filename, item.media_type = main.filename, main.media_type
+        item.original_sha256 = main.sha256
+        work.blobs[main.sha256] = main.data
+        note = f"{main.kind} {len(main.data) // 1024} KB"
+        if item.file.companion_xml is not None:
+            xml = item.file.companion_xml
+            work.blobs[xml.sha256] = xml.data
+            item.extra["companion_xml_sha256"] = xml.sha256
+            note += f" + {xml.kind} xml"
+        out[item.part] = note
+    return out
+
+
+def _apply_invoice(item: Item, data: InvoiceData) -> None:
+    for name in ("number", "issue_date", "due_date", "seller_name", "seller_vat",
+                 "seller_siren", "seller_iban", "buyer_name", "buyer_vat", "currency",
+                 "total_net", "total_tax", "total_gross", "amount_due", "payment_reference"):
+        item.fields[name] = getattr(data, name)
+    item.fields["vat_breakdown"] = [
+        {"rate": v.rate, "category": v.category,
+         "base": _dec(v.base), "tax": _dec(v.tax)} for v in data.vat_breakdown]
+    item.extra.update(syntax=data.syntax, profile=data.profile, guideline=data.guideline,
+                      xsd_valid=data.xsd_valid, xsd_error=data.xsd_error,
+                      type_code=data.type_code, xml_sha256=data.xml_sha256)
+    item.fields["confidence"] = {k: 1.0 for k, v in item.fields.items()
+                                 if v not in (None, [], {}) and k != "vat_breakdown"}
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def stage_facturx(work: Work) -> Outcome:
+    out: dict[int, str] = {}
+    for item in work.items:
+        if item.file is None:
+            out[item.part] = "none"
+            continue
+        main, companion = item.file.main, item.file.companion_xml
+        try:
+            xml: bytes | None = None
+            origin = ""
+            if main.kind == "pdf":
+                found = extract_xml_from_pdf(main.data)
+                if found is not None:
+                    xml, origin = found[0], "facturx"
+            elif main.kind in ("cii", "ubl"):
+                xml, origin = main.data, main.kind
+            if xml is None and companion is not None:
+                xml, origin = companion.data, companion.kind
+            if xml is None:
+                out[item.part] = "no embedded xml"
+                continue
+            data = read_invoice_xml(xml)
+        except InvalidInvoice as exc:
+            item.holds.append(f"invalid-xml: {exc}")
+            out[item.part] = f"invalid: {exc.reason}"
+            continue
+        item.source = origin
+        _apply_invoice(item, data)
+        if data.xsd_valid is False:  # recorded and shown, not a hold: the values were read
+            item.extra["notes"] = [f"xsd-invalid: {data.xsd_error[:300]}"]
+        out[item.part] = f"{data.syntax} {data.profile}, xsd " + (
+            "valid" if data.xsd_valid else "invalid" if data.xsd_valid is False else "n/a")
+    return out
+
+
+def _needs_reading(work: Work, what: str) -> Outcome:
+    return {i.part: ("not-needed" if i.source else f"not-built ({what} comes later)")
+            for i in work.items}
+
+
+def stage_ocr(work: Work) -> Outcome:
+    return _needs_reading(work, "OCR")
+
+
+def stage_recognize(work: Work) -> Outcome:
+    return _needs_reading(work, "field recognition")
+
+
+def stage_enrich(work: Work) -> Outcome:
+    return _needs_reading(work, "enriched Factur-X")
+
+
+def stage_dedupe(work: Work) -> Outcome:
+    return "not-checked (duplicate rules come with the rules issue)"
+
+
+def stage_decide(work: Work) -> Outcome:
+    out: dict[int, str] = {}
+    for item in work.items:
+        facts = Facts(
+            direction=work.job.delivery.direction, mode=work.folder.mode,
+            imported=work.job.message.protocol == "import", has_invoice=item.file is not None,
+            fields_complete=all(item.fields.get(k) is not None for k in REQUIRED_FIELDS),
+            holds=tuple(item.holds))
+        decision = decide(facts)
+        item.state = STATE_OF[decision.action]
+        item.reasons = list(decision.reasons)
+        out[item.part] = decision.action
+    return out
+
+
+def stage_dispose(work: Work) -> Outcome:
+    out: dict[int, str] = {}
+    for item in work.items:
+        if item.state == "archived":
+            item.events.append(("archived", f"original kept, sha256 {item.original_sha256}"))
+        elif item.state == "pending_approval":
+            item.events.append(("held", "; ".join(item.reasons)))
+        elif item.state == "no_invoice":
+            item.events.append(("no-invoice", "recorded; the message is kept"))
+        else:
+            item.events.append((item.state, "; ".join(item.reasons)))
+        out[item.part] = item.state
+    return out
+
+
+STAGES: tuple[Stage, ...] = (
+    ("parse", stage_parse),
+    ("authenticate", stage_authenticate),
+    ("attachments", stage_attachments),
+    ("facturx", stage_facturx),
+    ("ocr", stage_ocr),
+    ("recognize", stage_recognize),
+    ("enrich", stage_enrich),
+    ("dedupe", stage_dedupe),
+    ("decide", stage_decide),
+    ("dispose", stage_dispose),
+)
+
+
+def run_pipeline(work: Work) -> None:
+    for name, run in STAGES:
+        faults.hit(f"stage.{name}")
+        started = time.perf_counter()
+        outcome = run(work)
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        for item in work.items:
+            text = outcome if isinstance(outcome, str) else outcome.get(item.part, "")
+            item.trace.append({"stage": name, "outcome": text, "ms": ms})

@@ -1,0 +1,104 @@
+"""The job queue: deliveries claimed by workers under an expiring lease.
+
+Job: hand each queued delivery to exactly one worker at a time, take it back from a worker
+that died (its lease expired), and record how a job ended: done, retried later (doubling
+backoff, decided by the caller), or quarantined with a reason a person can read.
+
+PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so many workers on many nodes never wait on
+each other. SQLite: one writer at a time (``BEGIN IMMEDIATE``) and a compare-and-set update.
+A claim counts an attempt, so a message that kills its worker every time is quarantined after
+``max_attempts`` instead of looping forever.
+
+``finish`` commits a job's results and its end state in the caller's transaction only while
+the lease is still ours: a worker that lost its lease cannot write anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import peewee as pw
+
+from storage import models, records
+from storage.store import Store, _delivery, _message
+
+
+class LeaseLost(Exception):
+    """The job was taken over by another worker: this worker's results must be discarded."""
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery: records.Delivery
+    message: records.Message
+    worker: str
+
+
+class Queue:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _claimable(self) -> pw.Expression:
+        D = models.Delivery
+        now = self.store.clock()
+        return (((D.state == records.QUEUED) & (D.next_attempt_at <= now))
+                | ((D.state == records.RUNNING) & (D.lease_until < now)))
+
+    def claim(self, worker: str, lease_seconds: float) -> Job | None:
+        D = models.Delivery
+        with self.store.write_transaction():
+            q = D.select(D.id).where(self._claimable()).order_by(D.next_attempt_at, D.id).limit(1)
+            if self.store.is_postgres:
+                q = q.for_update(skip_locked=True)
+            row = q.first()
+            if row is None:
+                return None
+            now = self.store.clock()
+            changed = (D.update(state=records.RUNNING, leased_by=worker,
+                                lease_until=now + timedelta(seconds=lease_seconds),
+                                attempts=D.attempts + 1, updated_at=now)
+                       .where((D.id == row.id) & self._claimable()).execute())
+            if not changed:
+                return None
+            delivery: Any = D.get_by_id(row.id)
+            message = models.Message.get_by_id(delivery.message_id)
+        return Job(_delivery(delivery), _message(message), worker)
+
+    def renew(self, job: Job, lease_seconds: float) -> bool:
+        D = models.Delivery
+        now = self.store.clock()
+        with self.store.write_transaction():
+            return bool(D.update(lease_until=now + timedelta(seconds=lease_seconds))
+                        .where((D.id == job.delivery.id) & (D.leased_by == job.worker)
+                               & (D.state == records.RUNNING)).execute())
+
+    def finish(self, job: Job, state: str, error: str = "",
+               retry_in: float | None = None) -> None:
+        """Set the end state; call inside the transaction that stores the job's results.
+        Raises LeaseLost (the caller's transaction must roll back) if the job is not ours."""
+        D = models.Delivery
+        now = self.store.clock()
+        values: dict[str, object] = {"state": state, "last_error": error[:4000],
+                                     "lease_until": None, "leased_by": "", "updated_at": now}
+        if retry_in is not None:
+            values["next_attempt_at"] = now + timedelta(seconds=retry_in)
+        changed = D.update(**values).where(
+            (D.id == job.delivery.id) & (D.leased_by == job.worker)
+            & (D.state == records.RUNNING)).execute()
+        if not changed:
+            raise LeaseLost(f"delivery {job.delivery.id} is no longer leased by {job.worker}")
+
+    def requeue(self, delivery_id: int) -> bool:
+        """A person asks for a quarantined delivery to be tried again (attempts reset)."""
+        D = models.Delivery
+        now = self.store.clock()
+        with self.store.write_transaction():
+            changed = D.update(state=records.QUEUED, attempts=0, next_attempt_at=now,
+                               last_error="", updated_at=now).where(
+                (D.id == delivery_id) & (D.state == records.QUARANTINED)).execute()
+            if changed:
+                self.store.add_event("requeued", "quarantine lifted by an operator",
+                                     actor="cli", delivery_id=delivery_id)
+        return bool(changed)
