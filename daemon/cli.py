@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("vat")
     show.add_argument("--json", action="store_true")
 
+    from daemon import cli_policy
+
+    cli_policy.add_parsers(sub)
+
     imp = sub.add_parser("import", help="import invoice files into a folder")
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--folder", required=True, metavar="VAT")
@@ -138,6 +142,13 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         return EXIT_OK
     store = open_store(cfg)
     try:
+        if command in ("sender", "partner") or (command == "folder" and args.action == "set"):
+            from daemon import cli_policy
+
+            try:
+                return cli_policy.run(args, store, _folder_or_fail(store, args.vat))
+            except cli_policy.PolicyError as exc:
+                raise CliError(str(exc), EXIT_USAGE) from None
         if command == "folder":
             return cmd_folder(args, cfg, store)
         if command == "import":

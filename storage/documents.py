@@ -48,6 +48,7 @@ def to_columns(doc: records.Document) -> dict[str, Any]:
         state=doc.state, source=doc.source, original_sha256=doc.original_sha256,
         enriched_sha256=doc.enriched_sha256, filename=doc.filename[:1024],
         media_type=doc.media_type, duplicate_of=doc.duplicate_of,
+        xml_sha256=str(doc.extra.get("xml_sha256") or ""),
     )
     return cols
 

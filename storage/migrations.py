@@ -29,9 +29,41 @@ def _initial(db: pw.Database) -> None:
     db.create_tables(models.ALL_MODELS, safe=True)
 
 
+def _add_missing_columns(db: pw.Database, model: type[models.Base], names: list[str]) -> None:
+    """Add columns a newer model has; skip those a fresh database already got from v1."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+    table = model._meta.table_name
+    have = {c.name for c in db.get_columns(table)}
+    migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+    ops = []
+    for name in names:
+        field = model._meta.fields[name]
+        if field.column_name not in have:
+            ops.append(migrator.add_column(table, field.column_name, field))
+    if ops:
+        migrate(*ops)
+
+
+def _policy_and_sharing(db: pw.Database) -> None:
+    _add_missing_columns(db, models.Folder, ["amount_limit", "approvers", "digest_time",
+                                             "timezone", "last_digest_at",
+                                             "accountant_frequency"])
+    _add_missing_columns(db, models.Document, ["xml_sha256", "shared_at"])
+    _add_missing_columns(db, models.Outbox, ["lease_until", "leased_by"])
+
+
+def _settings_and_reply_threading(db: pw.Database) -> None:
+    db.create_tables([models.Setting], safe=True)
+    _add_missing_columns(db, models.Approval, ["request_message_id"])
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (1, "initial schema: folders, partners, senders, messages, deliveries, documents, "
         "events, approvals, outbox, blobs", _initial),
+    (2, "folder policy (amount limit, approvers, digest time), document xml hash and "
+        "accountant sharing, outbox lease", _policy_and_sharing),
+    (3, "installation settings; approval request threading", _settings_and_reply_threading),
 )
 
 

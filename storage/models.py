@@ -41,6 +41,12 @@ class Folder(Base):
     accountant_email = pw.CharField(default="")
     language = pw.CharField(default="fr")
     pay_link_template = pw.CharField(default="")
+    amount_limit = pw.CharField(null=True)  # decimal string; above it a person approves
+    approvers = pw.TextField(default="[]")  # JSON list of addresses asked besides notify_email
+    digest_time = pw.CharField(default="08:00")  # local time HH:MM for daily/weekly digests
+    timezone = pw.CharField(default="Europe/Paris")
+    last_digest_at = pw.DateTimeField(null=True)
+    accountant_frequency = pw.CharField(default="immediate")  # immediate | daily
     created_at = pw.DateTimeField()
 
 
@@ -155,6 +161,8 @@ class Document(Base):
     extra = pw.TextField(default="{}")
     payment_status = pw.CharField(default="unpaid")
     paid_on = pw.CharField(null=True)
+    xml_sha256 = pw.CharField(default="", max_length=64, index=True)
+    shared_at = pw.DateTimeField(null=True)  # sent to the accountant (never twice)
     version = pw.IntegerField(default=1)
     created_at = pw.DateTimeField()
     updated_at = pw.DateTimeField()
@@ -182,10 +190,11 @@ class Approval(Base):
     document = pw.ForeignKeyField(Document, backref="approvals", on_delete="CASCADE")
     token_hash = pw.CharField(unique=True, max_length=64)
     approver = pw.CharField(default="")
-    action = pw.CharField(default="")
+    action = pw.CharField(default="")  # approve | reject | reply | paid
     document_version = pw.IntegerField(default=1)
     expires_at = pw.DateTimeField()
     used_at = pw.DateTimeField(null=True)
+    request_message_id = pw.CharField(default="", max_length=512)  # threading of replies
     created_at = pw.DateTimeField()
 
 
@@ -200,11 +209,21 @@ class Outbox(Base):
     state = pw.CharField(default="queued")
     attempts = pw.IntegerField(default=0)
     next_attempt_at = pw.DateTimeField()
+    lease_until = pw.DateTimeField(null=True)
+    leased_by = pw.CharField(default="")
     last_error = pw.TextField(default="")
     created_at = pw.DateTimeField()
     sent_at = pw.DateTimeField(null=True)
 
 
+class Setting(Base):
+    """Installation-wide values shared by every node (e.g. the web role's CSRF secret)."""
+
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+
 ALL_MODELS: tuple[type[Base], ...] = (
     Folder, Partner, ApprovedSender, Blob, Message, Delivery, Document, Event, Approval, Outbox,
+    Setting,
 )

@@ -54,12 +54,7 @@ def _pg_admin(sql: str) -> None:
     conn.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL: SQLite in tmp_path, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state' / 'facturd.sqlite3'}"
-        return
+def _pg_database() -> Iterator[str]:
     if not postgres_available():
         pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}")
     name = f"facturd_test_{uuid.uuid4().hex[:12]}"
@@ -68,6 +63,21 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
         _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL: SQLite in tmp_path, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'facturd.sqlite3'}"
+        return
+    yield from _pg_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (skips, with the reason shown, when no server answers)."""
+    yield from _pg_database()
 
 
 @pytest.fixture

@@ -57,3 +57,28 @@ def test_documents_list_empty_and_show_missing(facturd: Facturd) -> None:
 
 def test_usage_error_exit_2(facturd: Facturd) -> None:
     assert facturd.cli("frobnicate", check=False).returncode == 2
+
+
+def test_policy_commands(facturd: Facturd) -> None:
+    facturd.add_folder()
+    shown = json.loads(facturd.cli("folder", "set", VAT, "mode=except-trusted",
+                                   "amount_limit=1500,00", "block_duplicates=yes").stdout)
+    assert (shown["mode"], shown["amount_limit"], shown["block_duplicates"]) == (
+        "except_trusted", "1500.00", True)
+    bad = facturd.cli("folder", "set", VAT, "block_duplicates=maybe", check=False)
+    assert bad.returncode == 2 and "block_duplicates: expected true or false" in bad.stderr
+    unknown = facturd.cli("folder", "set", VAT, "colour=blue", check=False)
+    assert unknown.returncode == 2 and "KEY one of" in unknown.stderr
+    facturd.cli("sender", "approve", VAT, "Billing@Exämple.TEST")
+    assert facturd.cli("sender", "list", VAT).stdout.split() == ["billing@xn--exmple-cua.test"]
+    assert facturd.cli("sender", "revoke", VAT, "billing@exämple.test").returncode == 0
+    assert facturd.cli("sender", "list", VAT).stdout.strip() == ""
+    added = facturd.cli("partner", "add", VAT, "--name", "Dupont", "--partner-vat",
+                        "FR23334175221").stdout
+    assert "FR23334175221" in added
+    trusted = facturd.cli("partner", "trust", VAT, "334175221").stdout
+    assert "note: no authenticated sending domain" in trusted
+    trusted = facturd.cli("partner", "trust", VAT, "FR23334175221", "--domain",
+                          "Dupont.TEST").stdout
+    assert "trusted; domains dupont.test" in trusted
+    assert "dupont.test" in facturd.cli("partner", "list", VAT).stdout
