@@ -134,11 +134,14 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         from daemon.service import lock_role
 
         roles = ALL_ROLES if command == "serve" else (command,)
-        lock = lock_role(cfg.state_path, command)
+        # serve holds every role's lock: `serve` and `work` on one state folder exclude
+        # each other exactly like two `work` processes do.
+        locks = [lock_role(cfg.state_path, role) for role in roles]
         try:
             asyncio.run(run(cfg, roles))
         finally:
-            lock.close()
+            for lock in locks:
+                lock.close()
         return EXIT_OK
     store = open_store(cfg)
     try:
