@@ -125,6 +125,15 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    nameservers: tuple[str, ...] = ()
+    dns_timeout_seconds: float = 5.0
+    authserv_ids: tuple[str, ...] = ()
+    alignment: str = "relaxed"
+    reverify_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: str = "./var"
     domain: str = "invoices.localhost"
@@ -137,6 +146,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     outgoing: OutgoingConfig = field(default_factory=OutgoingConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     source: str = field(default="(built-in defaults)", compare=False, metadata={"internal": True})
 
     # ---- derived values -------------------------------------------------------------------
@@ -191,6 +201,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error"),
     "blobs.backend": ("auto", "files", "database"),
     "outgoing.mode": ("file", "relay"),
+    "auth.alignment": ("relaxed", "strict"),
 }
 _MINIMUM: dict[str, float] = {
     "intake.max_message_bytes": 1024,
@@ -204,6 +215,8 @@ _MINIMUM: dict[str, float] = {
     "worker.max_attempts": 1,
     "worker.backoff_seconds": 0,
     "worker.poll_seconds": 0.01,
+    "auth.dns_timeout_seconds": 0.1,
+    "auth.reverify_seconds": 1,
 }
 
 
@@ -212,6 +225,10 @@ def _is_section(tp: Any) -> bool:
 
 
 def _check_scalar(key: str, value: Any, tp: Any) -> Any:
+    if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a TOML array of strings
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")

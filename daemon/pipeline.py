@@ -6,8 +6,8 @@ one per item). The runner times every stage and appends (stage, outcome, ms) to 
 document's trace. Nothing here writes to the database: the worker commits the Work's results
 in one transaction, which is what makes a re-run after a crash harmless.
 
-Stages filled in by later issues (authenticate, ocr, recognize, enrich, dedupe) say so in
-their outcome instead of pretending.
+Stages not built yet (ocr, recognize, enrich) say so in their outcome instead of
+pretending.
 """
 
 from __future__ import annotations
@@ -15,15 +15,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from daemon import faults
+from daemon.auth import AuthSettings, AuthVerdict, authenticate
 from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import InvoiceFile, MailRejected, ParsedMail, parse_file, parse_mail
-from rules.decide import ACCEPT, DRAFT, HOLD, NO_INVOICE, Facts, decide
+from rules import STATE_AFTER, Facts, evaluate
+from storage.lookups import DuplicateMatch, find_duplicate, supplier_facts
+from storage.policy import Policy
 from storage.queue import Job
 from storage.records import Folder
+from storage.store import Store
 
 
 class PermanentError(Exception):
@@ -31,8 +36,6 @@ class PermanentError(Exception):
 
 
 REQUIRED_FIELDS = ("number", "issue_date", "currency", "total_gross")
-STATE_OF = {ACCEPT: "archived", HOLD: "pending_approval", NO_INVOICE: "no_invoice",
-            DRAFT: "draft"}
 
 
 @dataclass
@@ -52,16 +55,30 @@ class Item:
     trace: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str]] = field(default_factory=list)
+    duplicate: DuplicateMatch | None = None
+    iban_changed: bool = False
+    code: str | None = None
 
 
 @dataclass
 class Work:
+    """One delivery on its way through the stages. ``store`` is for reading only: the
+    worker commits everything at the end, in one transaction."""
+
     job: Job
     folder: Folder
     raw: bytes
+    store: Store
+    auth_settings: AuthSettings
+    now: datetime
     parsed: ParsedMail | None = None
+    verdict: AuthVerdict | None = None
     items: list[Item] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def imported(self) -> bool:
+        return self.job.message.protocol == "import"
 
 
 Outcome = str | dict[int, str]
@@ -86,7 +103,11 @@ def stage_parse(work: Work) -> Outcome:
 
 
 def stage_authenticate(work: Work) -> Outcome:
-    return "not-checked (sender authentication comes with the rules issue)"
+    if work.imported:
+        return "not applicable (imported by the company)"
+    work.verdict = v = authenticate(work.raw, work.auth_settings)
+    domain = f" d={v.aligned_domain}" if v.aligned_domain else ""
+    return f"{v.result} ({v.method or 'no method'}{domain})"
 
 
 def stage_attachments(work: Work) -> Outcome:
@@ -181,22 +202,87 @@ def stage_enrich(work: Work) -> Outcome:
 
 
 def stage_dedupe(work: Work) -> Outcome:
-    return "not-checked (duplicate rules come with the rules issue)"
+    """Duplicates in layers, and what earlier documents say about the supplier's IBAN."""
+    out: dict[int, str] = {}
+    for item in work.items:
+        if item.file is None:
+            out[item.part] = "none"
+            continue
+        f = item.fields
+        item.duplicate = find_duplicate(
+            work.folder.id, delivery_id=work.job.delivery.id,
+            message_sha=work.job.message.sha256, attachment_sha=item.original_sha256,
+            xml_sha=str(item.extra.get("xml_sha256") or ""), seller_vat=f.get("seller_vat"),
+            seller_siren=f.get("seller_siren"), number=f.get("number"),
+            issue_date=f.get("issue_date"), total_gross=_dec(f.get("total_gross")))
+        known = supplier_facts(work.folder.id, f.get("seller_vat"), f.get("seller_siren"),
+                               work.job.delivery.id)
+        iban = f.get("seller_iban")
+        item.iban_changed = bool(iban and known.iban and iban != known.iban)
+        if item.iban_changed:
+            item.extra["known_iban"] = known.iban
+        notes = [f"{item.duplicate.kind} duplicate of document {item.duplicate.document_id}"
+                 if item.duplicate else "no duplicate"]
+        if item.iban_changed:
+            notes.append(f"iban-changed (known {known.iban}, now {iban})")
+        out[item.part] = "; ".join(notes)
+    return out
+
+
+def _facts(work: Work, item: Item) -> Facts:
+    settings = Policy(work.store).folder_settings(work.folder.id)
+    f = item.fields
+    partner = Policy(work.store).partner_for_document(work.folder.id, f.get("seller_vat"),
+                                                      f.get("seller_siren"))
+    v = work.verdict
+    dup = item.duplicate
+    gross = f.get("total_gross")
+    return Facts(
+        direction=work.job.delivery.direction, mode=work.folder.mode, imported=work.imported,
+        has_invoice=item.file is not None,
+        required_fields_missing=tuple(k for k in REQUIRED_FIELDS if f.get(k) is None),
+        totals_reconcile=_reconcile(f),
+        auth_result=v.result if v else "none",
+        from_address=v.from_address if v else None,
+        aligned_domain=v.aligned_domain if v else None,
+        approved_senders=Policy(work.store).approved_senders(work.folder.id),
+        auto_accept_approved_senders=settings["auto_accept_approved_senders"],
+        supplier_trusted=bool(partner and partner.trusted),
+        supplier_domains=frozenset(partner.sending_domains if partner else ()),
+        identify_duplicates=settings["identify_duplicates"],
+        block_duplicates=settings["block_duplicates"],
+        duplicate_kind=dup.kind if dup else "none", duplicate_of=dup.document_id if dup else None,
+        iban_changed=item.iban_changed, amount_limit=settings["amount_limit"],
+        total_gross=Decimal(str(gross)) if gross is not None else None,
+        xml_text_mismatch=bool(item.extra.get("xml_text_mismatch")),
+        ocr_incomplete=bool(item.extra.get("ocr_incomplete")),
+        stage_holds=tuple(item.holds), now=work.now)
+
+
+def _reconcile(f: dict[str, Any]) -> bool | None:
+    net, tax, gross = f.get("total_net"), f.get("total_tax"), f.get("total_gross")
+    if net is None or tax is None or gross is None:
+        return None
+    return abs(Decimal(str(net)) + Decimal(str(tax)) - Decimal(str(gross))) <= Decimal("0.01")
 
 
 def stage_decide(work: Work) -> Outcome:
     out: dict[int, str] = {}
     for item in work.items:
-        facts = Facts(
-            direction=work.job.delivery.direction, mode=work.folder.mode,
-            imported=work.job.message.protocol == "import", has_invoice=item.file is not None,
-            fields_complete=all(item.fields.get(k) is not None for k in REQUIRED_FIELDS),
-            holds=tuple(item.holds))
-        decision = decide(facts)
-        item.state = STATE_OF[decision.action]
+        decision = evaluate(_facts(work, item))
+        item.state = STATE_AFTER[decision.action]
         item.reasons = list(decision.reasons)
-        out[item.part] = decision.action
+        item.code = decision.code
+        item.extra["flags"] = list(decision.flags)
+        item.extra["trail"] = [f"{'+' if h.matched else '-'} {h.reason}" for h in decision.trail]
+        if item.duplicate and settings_identify(work):
+            item.fields["duplicate_of"] = item.duplicate.document_id
+        out[item.part] = decision.action + (f" ({decision.code})" if decision.code else "")
     return out
+
+
+def settings_identify(work: Work) -> bool:
+    return bool(Policy(work.store).folder_settings(work.folder.id)["identify_duplicates"])
 
 
 def stage_dispose(work: Work) -> Outcome:
@@ -208,6 +294,9 @@ def stage_dispose(work: Work) -> Outcome:
             item.events.append(("held", "; ".join(item.reasons)))
         elif item.state == "no_invoice":
             item.events.append(("no-invoice", "recorded; the message is kept"))
+        elif item.state == "duplicate" and item.duplicate is not None:
+            item.events.append(("blocked-duplicate", f"{item.code}: {item.duplicate.kind} "
+                                f"duplicate of document {item.duplicate.document_id}"))
         else:
             item.events.append((item.state, "; ".join(item.reasons)))
         out[item.part] = item.state

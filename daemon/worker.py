@@ -18,6 +18,7 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+from daemon.auth import AuthSettings
 from daemon.config import Config
 from daemon.faults import TransientFault
 from daemon.logs import clean
@@ -41,6 +42,10 @@ class Worker:
         self.queue = Queue(store)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.processed = 0
+        a = cfg.auth
+        self.auth_settings = AuthSettings(nameservers=a.nameservers,
+                                          dns_timeout=a.dns_timeout_seconds,
+                                          authserv_ids=a.authserv_ids, alignment=a.alignment)
 
     # ---- one job (runs on the worker thread) ----------------------------------------------
     def claim(self) -> Job | None:
@@ -56,7 +61,8 @@ class Worker:
             folder = self.store.folder(job.delivery.folder_id)
             assert folder is not None, "deliveries reference folders (foreign key)"
             raw = self.store.blobs.get(job.message.sha256)
-            work = Work(job=job, folder=folder, raw=raw)
+            work = Work(job=job, folder=folder, raw=raw, store=self.store,
+                        auth_settings=self.auth_settings, now=self.store.clock())
             run_pipeline(work)
             self._save(work)
         except LeaseLost:
@@ -82,6 +88,8 @@ class Worker:
         with store.write_transaction():
             if store.blobs_in_db:
                 store.blobs.put_many(work.blobs.items())
+            if work.verdict is not None:
+                store.set_message_auth(delivery.message_id, work.verdict.to_json())
             for item in work.items:
                 doc = records.Document(
                     id=0, folder_id=delivery.folder_id, delivery_id=delivery.id,
@@ -91,10 +99,11 @@ class Worker:
                     reasons=item.reasons, trace=item.trace, extra=item.extra,
                     **{k: v for k, v in item.fields.items()},
                 )
-                doc_id = store.documents.upsert(doc)
-                store.add_event("received", f"from message M{delivery.message_id}, part "
-                                f"{item.part}", folder_id=delivery.folder_id,
-                                delivery_id=delivery.id, document_id=doc_id)
+                doc_id, created = store.documents.upsert(doc)
+                if created:
+                    store.add_event("received", f"from message M{delivery.message_id}, part "
+                                    f"{item.part}", folder_id=delivery.folder_id,
+                                    delivery_id=delivery.id, document_id=doc_id)
                 for kind, detail in item.events:
                     store.add_event(kind, detail, folder_id=delivery.folder_id,
                                     delivery_id=delivery.id, document_id=doc_id)
@@ -126,8 +135,14 @@ class Worker:
     # ---- the loop (event loop side) --------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        reverified_at = 0.0
         with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
             while not stop.is_set():
+                if loop.time() - reverified_at >= min(60.0, self.cfg.auth.reverify_seconds):
+                    reverified_at = loop.time()
+                    with contextlib.suppress(*TRANSIENT):
+                        await loop.run_in_executor(
+                            pool, self.queue.requeue_auth_pending, self.cfg.auth.reverify_seconds)
                 try:
                     job = await loop.run_in_executor(pool, self.claim)
                 except TRANSIENT as exc:

@@ -18,6 +18,7 @@ AMOUNT_FIELDS = ("total_net", "total_tax", "total_gross", "amount_due")
 TEXT_FIELDS = ("number", "issue_date", "due_date", "seller_name", "seller_vat", "seller_siren",
                "seller_iban", "buyer_name", "buyer_vat", "currency", "payment_reference")
 JSON_FIELDS = ("vat_breakdown", "confidence", "reasons", "trace", "extra")
+REDECIDABLE = ("received", "pending_approval")  # states a pipeline re-run may change
 
 
 def to_record(row: Any) -> records.Document:
@@ -76,9 +77,10 @@ class Documents:
         q = D.select().where(D.delivery == delivery_id).order_by(D.part)
         return [to_record(r) for r in q]
 
-    def upsert(self, doc: records.Document) -> int:
-        """Insert, or update the document with the same (delivery, part). Call inside a
-        transaction. Returns the document id."""
+    def upsert(self, doc: records.Document) -> tuple[int, bool]:
+        """Insert, or update the document with the same (delivery, part); call inside a
+        transaction. Returns (id, created). A document a person (or a later step) already
+        moved past ``pending_approval`` is left as it is: a re-run never undoes a decision."""
         D = models.Document
         cols = to_columns(doc)
         now = self.clock()
@@ -86,10 +88,10 @@ class Documents:
         if doc.delivery_id is not None:
             existing = D.get_or_none((D.delivery == doc.delivery_id) & (D.part == doc.part))
         if existing is None:
-            return int(D.insert(created_at=now, updated_at=now, **cols).execute())
+            return int(D.insert(created_at=now, updated_at=now, **cols).execute()), True
         D.update(updated_at=now, version=D.version + 1, **cols).where(
-            D.id == existing.id).execute()
-        return int(existing.id)
+            (D.id == existing.id) & D.state.in_(REDECIDABLE)).execute()
+        return int(existing.id), False
 
     def set_state(self, document_id: int, state: str) -> None:
         D = models.Document

@@ -102,3 +102,24 @@ class Queue:
                 self.store.add_event("requeued", "quarantine lifted by an operator",
                                      actor="cli", delivery_id=delivery_id)
         return bool(changed)
+
+    def requeue_auth_pending(self, older_than_seconds: float) -> list[int]:
+        """Deliveries whose documents wait as auth-pending (a DNS failure at verification)
+        go back to the queue to be verified again; a re-run updates the same documents."""
+        D, Doc = models.Delivery, models.Document
+        now = self.store.clock()
+        cutoff = now - timedelta(seconds=older_than_seconds)
+        with self.store.write_transaction():
+            waiting = (Doc.select(Doc.delivery).where(
+                (Doc.state == "pending_approval") & (Doc.reasons.contains("auth-pending:"))
+                & (Doc.updated_at <= cutoff) & Doc.delivery.is_null(False)).distinct())
+            ids = [int(getattr(r, "delivery_id")) for r in waiting]  # noqa: B009
+            if ids:
+                D.update(state=records.QUEUED, attempts=0, next_attempt_at=now,
+                         updated_at=now).where(
+                    D.id.in_(ids) & (D.state == records.DONE)).execute()
+                for delivery_id in ids:
+                    self.store.add_event("reverify", "sender authentication was pending (DNS)"
+                                         "; verifying again", actor="worker",
+                                         delivery_id=delivery_id)
+        return ids

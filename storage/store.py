@@ -175,6 +175,14 @@ class Store:
                .order_by(D.id).first())
         return int(row.id) if row else None
 
+    def set_message_auth(self, message_id: int, verdict: dict[str, Any]) -> None:
+        models.Message.update(auth=json.dumps(verdict, sort_keys=True)).where(
+            models.Message.id == message_id).execute()
+
+    def message_auth(self, message_id: int) -> dict[str, Any]:
+        row = models.Message.get_by_id(message_id)
+        return dict(json.loads(row.auth or "{}"))
+
     # ---- reading ----------------------------------------------------------------------
     def message(self, message_id: int) -> records.Message | None:
         row = models.Message.get_or_none(models.Message.id == message_id)
