@@ -183,3 +183,11 @@ def facturd_any(tmp_path: Path, any_db: str) -> Iterator[Facturd]:
     inst = Facturd(tmp_path, any_db)
     yield inst
     inst.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Summary lines that tests publish (e.g. ``spoof_auto_accepted=0/10``)."""
+    from tests import test_spoofing
+
+    for line in getattr(test_spoofing, "SUMMARY", []):
+        terminalreporter.write_line(line)
