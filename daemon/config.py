@@ -114,6 +114,22 @@ class WebConfig:
 class OutgoingConfig:
     mode: str = "file"
     outbox_dir: str = ""
+    from_address: str = ""
+    operator_email: str = ""
+    relay_host: str = ""
+    relay_port: int = 587
+    relay_security: str = "starttls"
+    relay_username: str = ""
+    relay_password_file: str = ""
+    relay_ca_file: str = ""
+    timeout_seconds: float = 60.0
+    backoff_seconds: float = 60.0
+    max_backoff_seconds: float = 3600.0
+    max_age_hours: float = 48.0
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_private_key_file: str = ""
+    poll_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,7 @@ class Config:
     state_dir: str = "./var"
     domain: str = "invoices.localhost"
     log_level: str = "info"
+    templates_dir: str = ""
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     blobs: BlobsConfig = field(default_factory=BlobsConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
@@ -194,6 +211,10 @@ class Config:
     def hostname(self) -> str:
         return self.intake.hostname or self.domain
 
+    @property
+    def from_address(self) -> str:
+        return self.outgoing.from_address or f"facturd@{self.domain}"
+
 
 # ---- loading -------------------------------------------------------------------------------
 
@@ -202,6 +223,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "blobs.backend": ("auto", "files", "database"),
     "outgoing.mode": ("file", "relay"),
     "auth.alignment": ("relaxed", "strict"),
+    "outgoing.relay_security": ("starttls", "tls", "none"),
 }
 _MINIMUM: dict[str, float] = {
     "intake.max_message_bytes": 1024,
@@ -216,6 +238,12 @@ _MINIMUM: dict[str, float] = {
     "worker.backoff_seconds": 0,
     "worker.poll_seconds": 0.01,
     "auth.dns_timeout_seconds": 0.1,
+    "outgoing.relay_port": 1,
+    "outgoing.timeout_seconds": 1,
+    "outgoing.backoff_seconds": 0,
+    "outgoing.max_backoff_seconds": 1,
+    "outgoing.max_age_hours": 0.001,
+    "outgoing.poll_seconds": 0.01,
     "auth.reverify_seconds": 1,
 }
 
@@ -303,6 +331,10 @@ def _validate(cfg: Config) -> None:
             "blobs.path: with PostgreSQL and backend = \"files\", set a path that every node "
             "shares (or use backend = \"database\")"
         )
+    if cfg.outgoing.mode == "relay" and not cfg.outgoing.relay_host:
+        raise ConfigError("outgoing.relay_host: required when outgoing.mode = \"relay\"")
+    if cfg.outgoing.relay_username and not cfg.outgoing.relay_password_file:
+        raise ConfigError("outgoing.relay_password_file: required with relay_username")
     url = cfg.database_url
     if not url.startswith(("sqlite://", "postgres://", "postgresql://")):
         raise ConfigError(

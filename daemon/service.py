@@ -24,14 +24,14 @@ from daemon import sdnotify
 from daemon.config import Config
 from daemon.intake import FolderDirectory, IntakeHandler, SpaceGuard
 from daemon.listeners import SessionLimits, start_listener
+from daemon.outbox import SendSettings
 from daemon.writer import IntakeWriter
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 ALL_ROLES = ("receive", "work", "web", "send")
-NOT_BUILT = {"web": "the web role is not built yet (approval pages and status come later)",
-             "send": "the send role is not built yet (outgoing mail comes later)"}
+NOT_BUILT = {"web": "the web role is not built yet (approval pages and status come later)"}
 
 
 class AlreadyRunning(RuntimeError):
@@ -81,6 +81,11 @@ async def run(cfg: Config, roles: tuple[str, ...],
             from daemon.worker import run_worker
 
             tasks.append(asyncio.create_task(run_worker(cfg, store, stop), name="worker"))
+        if "send" in roles:
+            from daemon.outbox import run_sender
+
+            tasks.append(asyncio.create_task(run_sender(send_settings(cfg), store, stop),
+                                             name="sender"))
         tasks.append(asyncio.create_task(_watchdog(stop), name="watchdog"))
         sdnotify.notify("READY=1\nSTATUS=facturd running: " + ", ".join(roles))
         log.info("facturd ready (%s); state in %s", ", ".join(roles), cfg.state_path)
@@ -102,6 +107,23 @@ async def run(cfg: Config, roles: tuple[str, ...],
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         store.close()
+
+
+def send_settings(cfg: Config) -> SendSettings:
+    from daemon.mailer import template_dirs
+
+    o = cfg.outgoing
+    return SendSettings(
+        mode=o.mode, outbox_dir=cfg.outbox_path, relay_host=o.relay_host,
+        relay_port=o.relay_port, relay_security=o.relay_security,
+        relay_username=o.relay_username, relay_password_file=o.relay_password_file,
+        relay_ca_file=o.relay_ca_file, timeout=o.timeout_seconds,
+        backoff_seconds=o.backoff_seconds, max_backoff_seconds=o.max_backoff_seconds,
+        max_age_hours=o.max_age_hours, operator_email=o.operator_email,
+        from_address=cfg.from_address, helo_hostname=cfg.hostname,
+        dkim_domain=o.dkim_domain, dkim_selector=o.dkim_selector,
+        dkim_private_key_file=o.dkim_private_key_file,
+        template_dirs=template_dirs(cfg.templates_dir or None), poll_seconds=o.poll_seconds)
 
 
 async def _start_intake(cfg: Config, store: Store,
