@@ -150,6 +150,20 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class OcrConfig:
+    languages: tuple[str, ...] = ("fra", "eng")
+    timeout_seconds: float = 180.0
+    memory_mb: int = 2048
+    max_pages: int = 50
+
+
+@dataclass(frozen=True)
+class EnrichConfig:
+    enabled: bool = True
+    schematron_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: str = "./var"
     domain: str = "invoices.localhost"
@@ -164,6 +178,8 @@ class Config:
     outgoing: OutgoingConfig = field(default_factory=OutgoingConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
+    enrich: EnrichConfig = field(default_factory=EnrichConfig)
     source: str = field(default="(built-in defaults)", compare=False, metadata={"internal": True})
 
     # ---- derived values -------------------------------------------------------------------
@@ -239,6 +255,10 @@ _MINIMUM: dict[str, float] = {
     "worker.poll_seconds": 0.01,
     "auth.dns_timeout_seconds": 0.1,
     "outgoing.relay_port": 1,
+    "ocr.timeout_seconds": 1,
+    "ocr.memory_mb": 256,
+    "ocr.max_pages": 1,
+    "enrich.schematron_timeout_seconds": 1,
     "outgoing.timeout_seconds": 1,
     "outgoing.backoff_seconds": 0,
     "outgoing.max_backoff_seconds": 1,

@@ -6,8 +6,7 @@ one per item). The runner times every stage and appends (stage, outcome, ms) to 
 document's trace. Nothing here writes to the database: the worker commits the Work's results
 in one transaction, which is what makes a re-run after a crash harmless.
 
-Stages not built yet (ocr, recognize, enrich) say so in their outcome instead of
-pretending.
+The reading stages (ocr, recognize, enrich) live in daemon/reading.py.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from daemon import faults
 from daemon.auth import AuthSettings, AuthVerdict, authenticate
 from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import InvoiceFile, MailRejected, ParsedMail, parse_file, parse_mail
+from daemon.reading import ReadingSettings, drop_scratch, stage_enrich, stage_ocr, stage_recognize
 from rules import STATE_AFTER, Facts, evaluate
 from storage.lookups import DuplicateMatch, find_duplicate, supplier_facts
 from storage.policy import Policy
@@ -71,6 +71,7 @@ class Work:
     store: Store
     auth_settings: AuthSettings
     now: datetime
+    reading: ReadingSettings = field(default_factory=ReadingSettings)
     parsed: ParsedMail | None = None
     verdict: AuthVerdict | None = None
     items: list[Item] = field(default_factory=list)
@@ -182,23 +183,6 @@ def stage_facturx(work: Work) -> Outcome:
         out[item.part] = f"{data.syntax} {data.profile}, xsd " + (
             "valid" if data.xsd_valid else "invalid" if data.xsd_valid is False else "n/a")
     return out
-
-
-def _needs_reading(work: Work, what: str) -> Outcome:
-    return {i.part: ("not-needed" if i.source else f"not-built ({what} comes later)")
-            for i in work.items}
-
-
-def stage_ocr(work: Work) -> Outcome:
-    return _needs_reading(work, "OCR")
-
-
-def stage_recognize(work: Work) -> Outcome:
-    return _needs_reading(work, "field recognition")
-
-
-def stage_enrich(work: Work) -> Outcome:
-    return _needs_reading(work, "enriched Factur-X")
 
 
 def stage_dedupe(work: Work) -> Outcome:
@@ -326,3 +310,5 @@ def run_pipeline(work: Work) -> None:
         for item in work.items:
             text = outcome if isinstance(outcome, str) else outcome.get(item.part, "")
             item.trace.append({"stage": name, "outcome": text, "ms": ms})
+    for item in work.items:
+        drop_scratch(item)

@@ -22,7 +22,9 @@ from daemon.auth import AuthSettings
 from daemon.config import Config
 from daemon.faults import TransientFault
 from daemon.logs import clean
+from daemon.ocr import OcrSettings
 from daemon.pipeline import PermanentError, Work, run_pipeline
+from daemon.reading import ReadingSettings
 from storage import records
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.db import TRANSIENT_ERRORS
@@ -42,6 +44,12 @@ class Worker:
         self.queue = Queue(store)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.processed = 0
+        o = cfg.ocr
+        self.reading = ReadingSettings(
+            ocr=OcrSettings(languages=o.languages, timeout_seconds=o.timeout_seconds,
+                            memory_mb=o.memory_mb, max_pages=o.max_pages),
+            enrich=cfg.enrich.enabled,
+            schematron_timeout=cfg.enrich.schematron_timeout_seconds)
         a = cfg.auth
         self.auth_settings = AuthSettings(nameservers=a.nameservers,
                                           dns_timeout=a.dns_timeout_seconds,
@@ -62,7 +70,8 @@ class Worker:
             assert folder is not None, "deliveries reference folders (foreign key)"
             raw = self.store.blobs.get(job.message.sha256)
             work = Work(job=job, folder=folder, raw=raw, store=self.store,
-                        auth_settings=self.auth_settings, now=self.store.clock())
+                        auth_settings=self.auth_settings, now=self.store.clock(),
+                        reading=self.reading)
             run_pipeline(work)
             self._save(work)
         except LeaseLost:
@@ -95,7 +104,8 @@ class Worker:
                     id=0, folder_id=delivery.folder_id, delivery_id=delivery.id,
                     part=item.part, direction=delivery.direction, state=item.state,
                     source=item.source, original_sha256=item.original_sha256,
-                    enriched_sha256="", filename=item.filename, media_type=item.media_type,
+                    enriched_sha256=str(item.extra.get("enriched_sha256", "")),
+                    filename=item.filename, media_type=item.media_type,
                     reasons=item.reasons, trace=item.trace, extra=item.extra,
                     **{k: v for k, v in item.fields.items()},
                 )
