@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("vat")
     show.add_argument("--json", action="store_true")
 
-    from daemon import cli_policy
+    from daemon import cli_policy, cli_recognize
 
     cli_policy.add_parsers(sub)
+    cli_recognize.add_parser(sub)
 
     imp = sub.add_parser("import", help="import invoice files into a folder")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -130,6 +131,10 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     command = args.command
     if command == "check-config":
         return cmd_check_config(cfg)
+    if command == "recognize":
+        from daemon import cli_recognize
+
+        return cli_recognize.run(args, cfg)
     if command == "serve" or command in ALL_ROLES:
         from daemon.service import lock_role
 

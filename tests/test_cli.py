@@ -82,3 +82,23 @@ def test_policy_commands(facturd: Facturd) -> None:
                           "Dupont.TEST").stdout
     assert "trusted; domains dupont.test" in trusted
     assert "dupont.test" in facturd.cli("partner", "list", VAT).stdout
+
+
+def test_recognize_prints_fields_and_stores_nothing(facturd: Facturd, tmp_path: Path) -> None:
+    from tests.factories import make_facturx_pdf, make_visible_pdf
+
+    fx = tmp_path / "fx.pdf"
+    fx.write_bytes(make_facturx_pdf(number="RX-1"))
+    data = json.loads(facturd.cli("recognize", str(fx), "--json").stdout)
+    assert (data["source"], data["number"], data["total_gross"]) == ("facturx", "RX-1", "120.00")
+    assert data["confidence"]["total_gross"] == 1.0
+    plain = tmp_path / "plain.pdf"
+    plain.write_bytes(make_visible_pdf([
+        "FACTURE N° F-2026-77", "Date de facture : 02/11/2026",
+        "Fournitures Dupont SARL - TVA FR23334175221", "Total HT 100,00 €",
+        "TVA 20 % 20,00 €", "Total TTC 120,00 €"]))
+    data = json.loads(facturd.cli("recognize", str(plain), "--json").stdout)
+    assert (data["source"], data["number"], data["issue_date"], data["total_gross"],
+            data["language"]) == ("text", "F-2026-77", "2026-11-02", "120.00", "fr")
+    assert data["confidence"]["total_gross"] >= 0.9
+    assert not (facturd.state / "facturd.sqlite3").exists()  # nothing stored, no database
