@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("vat")
     show.add_argument("--json", action="store_true")
 
-    from daemon import cli_policy, cli_recognize
+    from daemon import cli_digest, cli_policy, cli_recognize
 
     cli_policy.add_parsers(sub)
     cli_recognize.add_parser(sub)
+    cli_digest.add_parsers(sub)
 
     imp = sub.add_parser("import", help="import invoice files into a folder")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -165,6 +166,18 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             return cmd_documents(args, store)
         if command == "messages":
             return cmd_messages(args, store)
+        if command in ("digest", "share"):
+            from datetime import timedelta
+
+            from daemon import cli_digest
+
+            folder_id = _folder_or_fail(store, args.folder) if args.folder else None
+            try:
+                ds = cli_digest.digest_settings(cfg, cfg.public_url,
+                                                timedelta(days=cfg.web.token_ttl_days))
+            except ValueError as exc:
+                raise CliError(f"configuration: {exc}", EXIT_CONFIG) from None
+            return cli_digest.run(args, store, folder_id, ds, cli_digest.share_settings(cfg))
     finally:
         store.close()
     raise CliError(f"unknown command {command}", EXIT_USAGE)  # pragma: no cover

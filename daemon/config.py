@@ -108,6 +108,8 @@ class LmtpConfig:
 @dataclass(frozen=True)
 class WebConfig:
     listen: str = "127.0.0.1:8080"
+    public_url: str = ""
+    token_ttl_days: float = 14.0
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,14 @@ class Config:
         return self.intake.hostname or self.domain
 
     @property
+    def public_url(self) -> str:
+        """Base URL of approval links; "" = the web listener's own address."""
+        if self.web.public_url:
+            return self.web.public_url.rstrip("/")
+        listen = self.web_listen
+        return f"http://{listen}" if listen and not listen.is_unix else "http://127.0.0.1:8080"
+
+    @property
     def from_address(self) -> str:
         return self.outgoing.from_address or f"facturd@{self.domain}"
 
@@ -255,6 +265,7 @@ _MINIMUM: dict[str, float] = {
     "worker.poll_seconds": 0.01,
     "auth.dns_timeout_seconds": 0.1,
     "outgoing.relay_port": 1,
+    "web.token_ttl_days": 0.0001,
     "ocr.timeout_seconds": 1,
     "ocr.memory_mb": 256,
     "ocr.max_pages": 1,
@@ -351,6 +362,9 @@ def _validate(cfg: Config) -> None:
             "blobs.path: with PostgreSQL and backend = \"files\", set a path that every node "
             "shares (or use backend = \"database\")"
         )
+    if cfg.web.public_url and not cfg.web.public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"web.public_url: expected https://host[/path], got "
+                          f"{cfg.web.public_url!r}")
     if cfg.outgoing.mode == "relay" and not cfg.outgoing.relay_host:
         raise ConfigError("outgoing.relay_host: required when outgoing.mode = \"relay\"")
     if cfg.outgoing.relay_username and not cfg.outgoing.relay_password_file:

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -81,6 +82,13 @@ async def run(cfg: Config, roles: tuple[str, ...],
             from daemon.worker import run_worker
 
             tasks.append(asyncio.create_task(run_worker(cfg, store, stop), name="worker"))
+            from daemon.cli_digest import digest_settings, share_settings
+            from daemon.scheduler import run_scheduler
+
+            ttl = timedelta(days=cfg.web.token_ttl_days)
+            tasks.append(asyncio.create_task(run_scheduler(
+                store, digest_settings(cfg, cfg.public_url, ttl), share_settings(cfg), stop),
+                name="scheduler"))
         if "send" in roles:
             from daemon.outbox import run_sender
 

@@ -1,0 +1,85 @@
+"""The scheduler: accountant shares and digests, every ``interval`` seconds, in the daemon.
+
+Job: once per tick, on a worker thread, run ``share_due`` (daemon/sharing.py) then
+``send_digests`` (daemon/digest.py) with the time given by ``clock``. Both decide for
+themselves what is due, so a tick that finds nothing to do costs a few queries.
+
+May touch: what those two touch (the outbox, ``shared_at``, ``last_digest_at``, approval
+tokens, events), always from its own thread, never on the event loop.
+
+Errors: each tick is independent: a failing share does not stop the digests; an exception is
+logged and the same work is tried again at the next tick (nothing is marked done unless its
+transaction committed). Several schedulers (several nodes, or the daemon and the systemd
+timer ``facturd-digest.timer``) are safe: digests use a compare-and-set on
+``last_digest_at`` and shares a conditional ``shared_at`` update.
+
+Known limits: one dedicated thread (so one database connection, closed at the end) rather
+than ``asyncio.to_thread``'s shared pool, where peewee would open a connection per pool
+thread and never close it; the first tick runs at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from daemon.digest import DigestSettings, send_digests
+from daemon.logs import clean
+from daemon.sharing import ShareSettings, share_due
+from storage.db import TRANSIENT_ERRORS
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSettings,
+         now: datetime) -> None:
+    """One round: shares, then digests; blocking (run it on a worker thread)."""
+    try:
+        for shared in share_due(store, share_settings, now):
+            if shared.error:
+                log.warning("scheduler: accountant share for %s: %s", shared.vat,
+                            clean(shared.error))
+    except TRANSIENT_ERRORS as exc:
+        log.warning("scheduler: accountant shares postponed: %s", clean(str(exc)))
+    except Exception:
+        log.exception("scheduler: accountant shares failed; retried at the next tick")
+    try:
+        for vat, outcome in send_digests(store, digest_settings, now):
+            if outcome.startswith("error"):
+                log.warning("scheduler: digest for %s: %s", vat, clean(outcome))
+    except TRANSIENT_ERRORS as exc:
+        log.warning("scheduler: digests postponed: %s", clean(str(exc)))
+    except Exception:
+        log.exception("scheduler: digests failed; retried at the next tick")
+
+
+async def run_scheduler(store: Store, digest_settings: DigestSettings,
+                        share_settings: ShareSettings, stop: asyncio.Event,
+                        clock: Callable[[], datetime] = utc_now,
+                        interval: float = 60.0) -> None:
+    """Tick every ``interval`` seconds until ``stop`` is set (a tick in progress ends)."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
+    log.info("scheduler: digests and accountant shares every %gs", interval)
+    try:
+        while not stop.is_set():
+            try:
+                await loop.run_in_executor(pool, tick, store, digest_settings,
+                                           share_settings, clock())
+            except Exception:  # tick() catches its own; this is the clock or the pool
+                log.exception("scheduler: tick failed; retried in %gs", interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(pool, store.db.close)  # this thread's connection
+        pool.shutdown(wait=False)
