@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--folder", metavar="VAT")
     dl.add_argument("--state")
     dl.add_argument("--json", action="store_true")
+    dp = docs.add_parser("paid", help="mark an archived purchase invoice as paid")
+    dp.add_argument("id", type=int)
+    dp.add_argument("--date", help="payment date YYYY-MM-DD (default: today)")
     ds = docs.add_parser("show", help="one document: fields, state, trace and events")
     ds.add_argument("id", type=int)
     ds.add_argument("--json", action="store_true")
@@ -163,7 +166,7 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         if command == "import":
             return cmd_import(args, cfg, store)
         if command == "documents":
-            return cmd_documents(args, store)
+            return cmd_documents(args, store, cfg)
         if command == "messages":
             return cmd_messages(args, store)
         if command in ("digest", "share"):
@@ -278,7 +281,9 @@ def cmd_import(args: argparse.Namespace, cfg: config_mod.Config, store: Store) -
     return EXIT_FAIL if failed else EXIT_OK
 
 
-def cmd_documents(args: argparse.Namespace, store: Store) -> int:
+def cmd_documents(args: argparse.Namespace, store: Store, cfg: config_mod.Config) -> int:
+    if args.action == "paid":
+        return cmd_paid(args, store, cfg)
     folders = {f.id: f.vat for f in store.folders()}
     if args.action == "list":
         folder_id = _folder_or_fail(store, args.folder) if args.folder else None
@@ -343,4 +348,22 @@ def cmd_messages(args: argparse.Namespace, store: Store) -> int:
         print(f"{r['job']:>6} {r['message']:>7} {r['folder']:<15} {r['state']:<12} "
               f"{r['attempts']:>2} {r['received_at'][:19]} {r['from'] or r['protocol']}"
               + (f"  ({r['last_error']})" if r["last_error"] else ""))
+    return EXIT_OK
+
+
+def cmd_paid(args: argparse.Namespace, store: Store, cfg: config_mod.Config) -> int:
+    from datetime import date
+
+    from daemon.decisions import DecisionError, mark_paid
+    from daemon.settings import approval_settings
+
+    try:
+        on = date.fromisoformat(args.date) if args.date else store.clock().date()
+    except ValueError:
+        raise CliError(f"--date: expected YYYY-MM-DD, got {args.date!r}", EXIT_USAGE) from None
+    try:
+        state = mark_paid(store, approval_settings(cfg), args.id, by="cli", on=on)
+    except DecisionError as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+    print(f"document {args.id}: {state} on {on.isoformat()}")
     return EXIT_OK

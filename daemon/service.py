@@ -4,8 +4,8 @@ Job: open storage (migrations applied), take the role lock, start the listeners 
 background tasks of the requested roles, tell systemd we are ready, keep the watchdog fed,
 and on SIGTERM/SIGINT stop accepting, let in-flight transactions finish, then exit.
 
-Roles: receive (SMTP/LMTP intake), work (pipeline; daemon/worker.py), web and send (not
-built yet: they say so in the log). ``serve`` runs every role that exists.
+Roles: receive (SMTP/LMTP intake), work (pipeline, replies, digests and accountant sharing),
+web (approval pages), send (outgoing mail). ``serve`` runs them all.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from daemon import sdnotify
 from daemon.config import Config
 from daemon.intake import FolderDirectory, IntakeHandler, SpaceGuard
 from daemon.listeners import SessionLimits, start_listener
-from daemon.outbox import SendSettings
+from daemon.settings import approval_settings, send_settings
 from daemon.writer import IntakeWriter
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 ALL_ROLES = ("receive", "work", "web", "send")
-NOT_BUILT = {"web": "the web role is not built yet (approval pages and status come later)"}
+NOT_BUILT: dict[str, str] = {}
 
 
 class AlreadyRunning(RuntimeError):
@@ -89,6 +89,13 @@ async def run(cfg: Config, roles: tuple[str, ...],
             tasks.append(asyncio.create_task(run_scheduler(
                 store, digest_settings(cfg, cfg.public_url, ttl), share_settings(cfg), stop),
                 name="scheduler"))
+        if "web" in roles and cfg.web_listen is not None:
+            from daemon.web import run_web
+
+            listen = cfg.web_listen
+            tasks.append(asyncio.create_task(run_web(
+                store, approval_settings(cfg), listen.host, listen.path or listen.port, stop),
+                name="web"))
         if "send" in roles:
             from daemon.outbox import run_sender
 
@@ -115,23 +122,6 @@ async def run(cfg: Config, roles: tuple[str, ...],
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         store.close()
-
-
-def send_settings(cfg: Config) -> SendSettings:
-    from daemon.mailer import template_dirs
-
-    o = cfg.outgoing
-    return SendSettings(
-        mode=o.mode, outbox_dir=cfg.outbox_path, relay_host=o.relay_host,
-        relay_port=o.relay_port, relay_security=o.relay_security,
-        relay_username=o.relay_username, relay_password_file=o.relay_password_file,
-        relay_ca_file=o.relay_ca_file, timeout=o.timeout_seconds,
-        backoff_seconds=o.backoff_seconds, max_backoff_seconds=o.max_backoff_seconds,
-        max_age_hours=o.max_age_hours, operator_email=o.operator_email,
-        from_address=cfg.from_address, helo_hostname=cfg.hostname,
-        dkim_domain=o.dkim_domain, dkim_selector=o.dkim_selector,
-        dkim_private_key_file=o.dkim_private_key_file,
-        template_dirs=template_dirs(cfg.templates_dir or None), poll_seconds=o.poll_seconds)
 
 
 async def _start_intake(cfg: Config, store: Store,

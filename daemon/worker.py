@@ -18,13 +18,18 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon.auth import AuthSettings
+from daemon.approval import request_approval
+from daemon.auth import AuthSettings, authenticate
 from daemon.config import Config
+from daemon.decisions import ApprovalSettings
 from daemon.faults import TransientFault
 from daemon.logs import clean
+from daemon.mailparse import MailRejected, parse_mail
 from daemon.ocr import OcrSettings
 from daemon.pipeline import PermanentError, Work, run_pipeline
 from daemon.reading import ReadingSettings
+from daemon.replies import handle_reply, is_reply_tag
+from daemon.settings import approval_settings
 from storage import records
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.db import TRANSIENT_ERRORS
@@ -44,6 +49,11 @@ class Worker:
         self.queue = Queue(store)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.processed = 0
+        self.approvals: ApprovalSettings | None = None
+        try:
+            self.approvals = approval_settings(cfg)
+        except ValueError as exc:
+            log.warning("approval requests disabled: %s", exc)
         o = cfg.ocr
         self.reading = ReadingSettings(
             ocr=OcrSettings(languages=o.languages, timeout_seconds=o.timeout_seconds,
@@ -69,6 +79,8 @@ class Worker:
             folder = self.store.folder(job.delivery.folder_id)
             assert folder is not None, "deliveries reference folders (foreign key)"
             raw = self.store.blobs.get(job.message.sha256)
+            if is_reply_tag(job.delivery.tag):
+                return self._reply(job, raw)
             work = Work(job=job, folder=folder, raw=raw, store=self.store,
                         auth_settings=self.auth_settings, now=self.store.clock(),
                         reading=self.reading)
@@ -87,6 +99,27 @@ class Worker:
             log.exception("delivery %d: internal error", job.delivery.id)
             return self._retry(job, f"internal error: {type(exc).__name__}: {exc}")
         self.processed += 1
+        return records.DONE
+
+    def _reply(self, job: Job, raw: bytes) -> str:
+        """A reply to an approval request: act on it (at most once), never make documents."""
+        try:
+            parsed = parse_mail(raw)
+        except MailRejected as exc:
+            raise PermanentError(f"{exc.reason}: {exc}") from exc
+        if self.approvals is None:
+            raise PermanentError("a reply to an approval request arrived, but approvals are "
+                                 "disabled (web.public_url or outgoing.from_address invalid)")
+        verdict = authenticate(raw, self.auth_settings)
+        outcome = handle_reply(self.store, self.approvals, tag=job.delivery.tag, raw=raw,
+                               verdict=verdict, parsed=parsed,
+                               mail_from=job.message.mail_from)
+        with self.store.write_transaction():
+            self.store.set_message_auth(job.delivery.message_id, verdict.to_json())
+            self.store.add_event("reply", outcome, actor="worker",
+                                 folder_id=job.delivery.folder_id, delivery_id=job.delivery.id)
+            self.queue.finish(job, records.DONE)
+        log.info("delivery %d (reply): %s", job.delivery.id, clean(outcome))
         return records.DONE
 
     def _save(self, work: Work) -> None:
@@ -109,14 +142,21 @@ class Worker:
                     reasons=item.reasons, trace=item.trace, extra=item.extra,
                     **{k: v for k, v in item.fields.items()},
                 )
-                doc_id, created = store.documents.upsert(doc)
+                doc_id, created, changed = store.documents.upsert(doc)
                 if created:
                     store.add_event("received", f"from message M{delivery.message_id}, part "
                                     f"{item.part}", folder_id=delivery.folder_id,
                                     delivery_id=delivery.id, document_id=doc_id)
+                if not changed:
+                    continue  # a re-run that decided the same: no new events, no new mail
                 for kind, detail in item.events:
                     store.add_event(kind, detail, folder_id=delivery.folder_id,
                                     delivery_id=delivery.id, document_id=doc_id)
+                if item.state == "pending_approval" and self.approvals is not None:
+                    asked = request_approval(store, self.approvals, doc_id)
+                    if asked:
+                        store.add_event("approval-requested", ", ".join(asked),
+                                        folder_id=delivery.folder_id, document_id=doc_id)
             self.queue.finish(work.job, records.DONE)
         log.info("delivery %d: %s", delivery.id,
                  ", ".join(f"part {i.part} {i.state}" for i in work.items))

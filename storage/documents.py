@@ -77,10 +77,12 @@ class Documents:
         q = D.select().where(D.delivery == delivery_id).order_by(D.part)
         return [to_record(r) for r in q]
 
-    def upsert(self, doc: records.Document) -> tuple[int, bool]:
+    def upsert(self, doc: records.Document) -> tuple[int, bool, bool]:
         """Insert, or update the document with the same (delivery, part); call inside a
-        transaction. Returns (id, created). A document a person (or a later step) already
-        moved past ``pending_approval`` is left as it is: a re-run never undoes a decision."""
+        transaction. Returns (id, created, changed): ``changed`` when the state moved (the
+        version moves only then, so outstanding approval links stay valid across a re-run
+        that decides the same). A document a person (or a later step) already moved past
+        ``pending_approval`` is left as it is: a re-run never undoes a decision."""
         D = models.Document
         cols = to_columns(doc)
         now = self.clock()
@@ -88,10 +90,13 @@ class Documents:
         if doc.delivery_id is not None:
             existing = D.get_or_none((D.delivery == doc.delivery_id) & (D.part == doc.part))
         if existing is None:
-            return int(D.insert(created_at=now, updated_at=now, **cols).execute()), True
-        D.update(updated_at=now, version=D.version + 1, **cols).where(
+            return int(D.insert(created_at=now, updated_at=now, **cols).execute()), True, True
+        if existing.state not in REDECIDABLE:
+            return int(existing.id), False, False
+        changed = existing.state != doc.state
+        D.update(updated_at=now, version=D.version + (1 if changed else 0), **cols).where(
             (D.id == existing.id) & D.state.in_(REDECIDABLE)).execute()
-        return int(existing.id), False
+        return int(existing.id), False, changed
 
     def set_state(self, document_id: int, state: str) -> None:
         D = models.Document
