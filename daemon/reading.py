@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.enrich import EnrichError, build_facturx_xml, enrich_pdf, validate_facturx_xml
 from daemon.ocr import OcrIncomplete, OcrSettings, ocr_document, read_text_layer
 from daemon.recognize import SupplierMemory, recognize
+from daemon.split import cut_pdf, find_ranges
 from storage.lookups import supplier_facts
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def stage_ocr(work: Work) -> Outcome:
         if main.kind == "pdf":
             pages = read_text_layer(main.data, work.reading.ocr.max_pages)
             if pages:
+                item.extra["_pages"] = [p.text for p in pages]
                 item.extra["_text"] = "\n".join(p.text for p in pages)
                 item.extra["text_source"] = "text-layer"
                 out[item.part] = f"text layer ({len(pages)} page(s)), no OCR"
@@ -67,6 +69,7 @@ def stage_ocr(work: Work) -> Outcome:
             item.holds.append(f"ocr-incomplete: {exc}")
             out[item.part] = f"incomplete: {exc.reason}"
             continue
+        item.extra["_pages"] = [p.text for p in result.pages]
         item.extra["_text"] = "\n".join(p.text for p in result.pages)
         item.extra["text_source"] = "ocr"
         item.extra["_ocr_pdf"] = result.pdf
@@ -92,8 +95,46 @@ def _s(value: object) -> str | None:
     return str(value) if value else None
 
 
+def split_items(work: Work) -> dict[int, str]:
+    """A PDF without XML holding several invoices becomes one item per invoice. The source
+    file stays stored as received; each piece records the pages it came from."""
+    from daemon.pipeline import Item
+
+    notes: dict[int, str] = {}
+    for item in list(work.items):
+        pages = item.extra.get("_pages")
+        main = item.file.main if item.file else None
+        if item.source or main is None or main.kind != "pdf" or not pages or len(pages) < 2:
+            continue
+        ranges = find_ranges(list(pages), own_vat=work.folder.vat)
+        if len(ranges) < 2:
+            continue
+        work.blobs[main.sha256] = main.data  # the source, byte-identical
+        ocr_pdf = item.extra.get("_ocr_pdf")
+        pieces = []
+        for n, page_range in enumerate(ranges):
+            target = item if n == 0 else Item(part=len(work.items), file=item.file,
+                                              filename=item.filename,
+                                              media_type=item.media_type,
+                                              trace=list(item.trace))
+            if n:
+                work.items.append(target)
+            data = cut_pdf(main.data, page_range)
+            sha = hashlib.sha256(data).hexdigest()
+            work.blobs[sha] = data
+            target.original_sha256 = sha
+            target.extra.update(split_from=main.sha256, pages=page_range.label(),
+                                _pages=pages[page_range.first:page_range.last + 1])
+            target.extra["_text"] = "\n".join(target.extra["_pages"])
+            if ocr_pdf:
+                target.extra["_ocr_pdf"] = cut_pdf(bytes(ocr_pdf), page_range)
+            pieces.append(f"pages {page_range.label()}")
+        notes[item.part] = f"split into {len(ranges)} invoices ({', '.join(pieces)})"
+    return notes
+
+
 def stage_recognize(work: Work) -> Outcome:
-    out: dict[int, str] = {}
+    out: dict[int, str] = split_items(work)
     for item in work.items:
         if not _text(item):
             out[item.part] = "no text" if item.file and not item.source else "not-needed"
@@ -123,8 +164,9 @@ def stage_recognize(work: Work) -> Outcome:
         if unsure:
             item.holds.append(f"recognition-uncertain: please check {', '.join(unsure)}")
         confident = sum(1 for k in RECOGNIZED if rec.confident(k))
-        out[item.part] = (f"{rec.language}, {confident} confident field(s)"
-                          + (f"; {', '.join(rec.problems)}" if rec.problems else ""))
+        note = (f"{rec.language}, {confident} confident field(s)"
+                + (f"; {', '.join(rec.problems)}" if rec.problems else ""))
+        out[item.part] = (f"{out[item.part]}; {note}" if item.part in out else note)
     return out
 
 
@@ -177,5 +219,5 @@ def stage_enrich(work: Work) -> Outcome:
 
 def drop_scratch(item: Item) -> None:
     """Large or private scratch values never reach the database."""
-    for key in ("_text", "_ocr_pdf"):
+    for key in ("_text", "_pages", "_ocr_pdf"):
         item.extra.pop(key, None)
