@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib
 import json
 import logging
@@ -46,9 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daemon.recognize import FIELDS, read_pdf_text, recognize  # noqa: E402
+from tests.corpus import CORPUS  # noqa: E402
 from tests.invoicegen import same_value, write_set  # noqa: E402
 
-CORPUS = Path("/work/shared/corpus")
 IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -71,8 +72,24 @@ class Tally:
         return sum(self.right.values()) / n if n else 0.0
 
 
+OCR_CACHE: Path | None = None
+
+
 def ocr_text(path: Path) -> str | None:
-    """OCR through daemon.ocr (tesseract's reading-order text), or None without that module."""
+    """OCR through daemon.ocr (tesseract's reading-order text), or None without that module.
+    With ``--ocr-cache DIR`` the text is kept there by content hash for the next run."""
+    data = path.read_bytes()
+    cached = OCR_CACHE / (hashlib.sha256(data).hexdigest() + ".txt") if OCR_CACHE else None
+    if cached is not None and cached.exists():
+        return cached.read_text(encoding="utf-8")
+    text = _run_ocr(path, data)
+    if cached is not None and text:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(text, encoding="utf-8")
+    return text
+
+
+def _run_ocr(path: Path, data: bytes) -> str | None:
     try:
         ocr = importlib.import_module("daemon.ocr")
     except ImportError:
@@ -80,7 +97,7 @@ def ocr_text(path: Path) -> str | None:
     kind = "pdf" if path.suffix.lower() == ".pdf" else "image"
     settings = ocr.OcrSettings(languages=("fra", "eng", "nld"))
     try:
-        result = ocr.ocr_document(path.read_bytes(), kind, settings)
+        result = ocr.ocr_document(data, kind, settings)
     except ocr.OcrIncomplete as exc:
         print(f"  {path.name}: {exc}")
         return ""
@@ -331,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facturx", action="store_true")
     ap.add_argument("--today", type=date.fromisoformat, default=None)
     ap.add_argument("--verbose", action="store_true", help="one line per document")
+    ap.add_argument("--ocr-cache", type=Path, default=None, metavar="DIR")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("invoice2data").setLevel(logging.CRITICAL)  # "No template for ..."
+    global OCR_CACHE
+    OCR_CACHE = args.ocr_cache
     if args.dir is None and not args.corpus:
         ap.error("give a DIR, --corpus, or both")
     final: tuple[Tally, Tally | None] | None = None

@@ -29,9 +29,9 @@ from daemon.auth import (
     parse_authentication_results,
 )
 from daemon.dkimcheck import check_alignment, parse_nameserver
+from tests.corpus import CORPUS
 from tests.dnsstub import StubDNS
 
-CORPUS = Path("/work/shared/corpus")
 CHASQUID = CORPUS / "chasquid/internal/dkim/testdata"
 DKIMPY = CORPUS / "dkimpy/dkim/tests/data"
 OUR_ID = "mx.invoices.test"

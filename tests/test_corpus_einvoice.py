@@ -18,17 +18,15 @@ The corpus location is ``$FACTURD_CORPUS`` or /work/shared/corpus; without it th
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
+from tests.corpus import CORPUS
 
-CORPUS = Path(os.environ.get("FACTURD_CORPUS", "/work/shared/corpus"))
 MANIFEST = CORPUS / "MANIFEST.tsv"
 if not MANIFEST.is_file():
     pytest.skip(f"third-party corpus not found at {CORPUS} (set FACTURD_CORPUS)",

@@ -31,8 +31,8 @@ from daemon.mailparse import (
     sanitize_filename,
     sniff_kind,
 )
+from tests.corpus import CORPUS
 
-CORPUS = Path("/work/shared/corpus")
 CII_NS = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
 CII = (f'<?xml version="1.0" encoding="UTF-8"?>\n<rsm:CrossIndustryInvoice xmlns:rsm="{CII_NS}">'
        "<rsm:ExchangedDocument/></rsm:CrossIndustryInvoice>\n").encode()
