@@ -70,6 +70,7 @@ import pypdf
 from pypdf.generic import DictionaryObject
 
 from daemon import ocrchild
+from daemon.einvoice import PDF_LIMITS
 
 __all__ = ["REASONS", "OcrIncomplete", "OcrResult", "OcrSettings", "PageText",
            "image_to_pdf", "installation_problems", "ocr_document", "read_text_layer"]
@@ -86,20 +87,6 @@ KILL_GRACE_SECONDS = 2.0
 MAX_XOBJECTS_CHECKED = 2000
 CHILD_SCRIPT = Path(ocrchild.__file__).resolve()
 
-_PDF_STREAM_LIMIT = 20 * 1024 * 1024
-_PDF_LIMITS = pypdf.Configuration(
-    maximum_declared_stream_length=_PDF_STREAM_LIMIT,
-    array_based_stream_maximum_output_length=_PDF_STREAM_LIMIT,
-    jbig2_maximum_output_length=_PDF_STREAM_LIMIT,
-    lzw_maximum_output_length=_PDF_STREAM_LIMIT,
-    run_length_maximum_output_length=_PDF_STREAM_LIMIT,
-    zlib_maximum_output_length=_PDF_STREAM_LIMIT,
-    brotli_maximum_output_length=_PDF_STREAM_LIMIT,
-    image_maximum_buffer_size=_PDF_STREAM_LIMIT,
-    stream_decoding_work_maximum_length=3 * _PDF_STREAM_LIMIT,
-    xmp_maximum_input_length=1024 * 1024,
-    jbig2dec_binary=None,  # never run an external decoder on untrusted input
-)
 _SKIPPED = re.compile(r"\[OCR skipped on page\(s\) (\d+)(?:-(\d+))?\]")
 _LANGUAGE = re.compile(r"[a-z]{3}(?:_[a-z]+)?", re.IGNORECASE)
 
@@ -283,7 +270,7 @@ def _probe_page(page: pypdf.PageObject, number: int, max_pixels: int | None) -> 
 
 
 def _probe(data: bytes, max_pages: int, max_pixels: int | None) -> list[_Page]:
-    with pypdf.apply_configuration(_PDF_LIMITS):
+    with pypdf.apply_configuration(PDF_LIMITS):
         reader = _open_pdf(data)
         count = _page_count(reader, max_pages)
         pages = []
@@ -485,7 +472,7 @@ def _sidecar_pages(sidecar: str) -> dict[int, str]:
 
 def _output_page_count(pdf: bytes) -> int:
     try:
-        with pypdf.apply_configuration(_PDF_LIMITS):
+        with pypdf.apply_configuration(PDF_LIMITS):
             return len(pypdf.PdfReader(BytesIO(pdf), strict=False).pages)
     except Exception as exc:
         raise OcrIncomplete("crashed", f"OCR output unreadable: {exc}"[:300]) from None

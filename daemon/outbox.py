@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import aiosmtplib
 
 from daemon import mailer
 from daemon.logs import clean
-from storage.blobs import BlobCorrupt, BlobMissing, fsync_dir
+from storage.blobs import BlobCorrupt, BlobMissing, fsync_dir, write_durably
 from storage.db import TRANSIENT_ERRORS
 from storage.outbox import OutboxItem, OutboxStore
 from storage.store import Store
@@ -132,16 +131,7 @@ def write_eml(directory: Path, message_id: str, raw: bytes) -> Path:
     Writers see either no file or the whole file; temp files start with a dot."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     final = directory / eml_name(message_id)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".eml")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_durably(directory, final, raw)
     fsync_dir(directory)
     return final
 

@@ -53,6 +53,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(directory: Path, final: Path, data: bytes, prefix: str = ".tmp-") -> None:
+    """temp file in ``directory`` -> write -> fsync -> rename to ``final``. The caller fsyncs
+    the directory (once for many files). Readers see no file or the whole file."""
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 class FileBlobs:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -72,16 +87,7 @@ class FileBlobs:
             if final.exists():
                 continue  # write-once: the same name always holds the same bytes
             final.parent.mkdir(exist_ok=True, mode=0o700)
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.rename(tmp_name, final)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            write_durably(self.tmp, final, data, prefix="in-")
             dirty.add(final.parent)
         for directory in dirty:
             fsync_dir(directory)

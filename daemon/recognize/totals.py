@@ -84,27 +84,43 @@ def _label_only(doc: Doc, labels: Labels, line: int) -> Hit | None:
 
 
 def _pair_blocks(doc: Doc, labels: Labels, cands: list[Cand]) -> None:
-    """Labels stacked above a run of lone amounts (reading-order text): pair them in order."""
+    """Labels stacked in one block and their amounts stacked in another, as OCR and
+    reading-order text print a two-column totals box: pair the k-th label with the k-th
+    amount of the next run of exactly as many lone amounts."""
     by_line: dict[int, list[Cand]] = {}
     for c in cands:
         by_line.setdefault(c.line, []).append(c)
     lines = [i for i, text in enumerate(doc.lines) if text.strip()]
+    lone = [len(by_line.get(i, [])) == 1 and not labels.get(i) and _lone(doc, by_line[i][0])
+            for i in lines]
+    claimed: set[int] = set()
     k = 0
     while k < len(lines):
         run: list[Hit] = []
         while k < len(lines) and (hit := _label_only(doc, labels, lines[k])) is not None:
             run.append(hit)
             k += 1
-        values: list[Cand] = []
-        while k < len(lines) and len(run) > 1 and len(by_line.get(lines[k], [])) == 1 and \
-                not labels.get(lines[k]) and len(values) < len(run):
-            values.append(by_line[lines[k]][0])
-            k += 1
-        if len(run) > 1 and len(values) == len(run):
-            for hit, cand in zip(run, values, strict=True):
-                cand.roles = {hit.role: 0.7 * hit.strength}
-        elif not run:
-            k += 1
+        if len(run) < 2:
+            k += 1 if not run else 0
+            continue
+        for start in range(k, min(len(lines), k + 80)):
+            if not lone[start] or (start > k and lone[start - 1]) or start in claimed:
+                continue
+            end = start
+            while end < len(lines) and lone[end]:
+                end += 1
+            if end - start == len(run):
+                for hit, idx in zip(run, range(start, end), strict=True):
+                    by_line[lines[idx]][0].roles = {hit.role: 0.7 * hit.strength}
+                    claimed.add(idx)
+                break
+
+
+def _lone(doc: Doc, cand: Cand) -> bool:
+    """The amount is all its line holds (besides a currency sign)."""
+    a = cand.amount
+    rest = doc.lines[cand.line][:a.start] + doc.lines[cand.line][a.end:]
+    return not rest.strip(" :.-€$£")
 
 
 def _score(doc: Doc, labels: Labels, cand: Cand, before: list[Amount]) -> None:
