@@ -11,6 +11,7 @@ The reading stages (ocr, recognize, enrich) live in daemon/reading.py.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +81,19 @@ class Work:
     @property
     def imported(self) -> bool:
         return self.job.message.protocol == "import"
+
+    @functools.cached_property
+    def policy(self) -> Policy:
+        return Policy(self.store)
+
+    @functools.cached_property
+    def settings(self) -> dict[str, Any]:
+        """The folder's policy settings, read once per delivery."""
+        return self.policy.folder_settings(self.folder.id)
+
+    @functools.cached_property
+    def approved_senders(self) -> frozenset[str]:
+        return self.policy.approved_senders(self.folder.id)
 
 
 Outcome = str | dict[int, str]
@@ -214,10 +228,10 @@ def stage_dedupe(work: Work) -> Outcome:
 
 
 def _facts(work: Work, item: Item) -> Facts:
-    settings = Policy(work.store).folder_settings(work.folder.id)
+    settings = work.settings
     f = item.fields
-    partner = Policy(work.store).partner_for_document(work.folder.id, f.get("seller_vat"),
-                                                      f.get("seller_siren"))
+    partner = work.policy.partner_for_document(work.folder.id, f.get("seller_vat"),
+                                               f.get("seller_siren"))
     v = work.verdict
     dup = item.duplicate
     gross = f.get("total_gross")
@@ -229,7 +243,7 @@ def _facts(work: Work, item: Item) -> Facts:
         auth_result=v.result if v else "none",
         from_address=v.from_address if v else None,
         aligned_domain=v.aligned_domain if v else None,
-        approved_senders=Policy(work.store).approved_senders(work.folder.id),
+        approved_senders=work.approved_senders,
         auto_accept_approved_senders=settings["auto_accept_approved_senders"],
         supplier_trusted=bool(partner and partner.trusted),
         supplier_domains=frozenset(partner.sending_domains if partner else ()),
@@ -259,14 +273,10 @@ def stage_decide(work: Work) -> Outcome:
         item.code = decision.code
         item.extra["flags"] = list(decision.flags)
         item.extra["trail"] = [f"{'+' if h.matched else '-'} {h.reason}" for h in decision.trail]
-        if item.duplicate and settings_identify(work):
+        if item.duplicate and work.settings["identify_duplicates"]:
             item.fields["duplicate_of"] = item.duplicate.document_id
         out[item.part] = decision.action + (f" ({decision.code})" if decision.code else "")
     return out
-
-
-def settings_identify(work: Work) -> bool:
-    return bool(Policy(work.store).folder_settings(work.folder.id)["identify_duplicates"])
 
 
 def stage_dispose(work: Work) -> Outcome:
