@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.logs import clean
+from daemon.replies import is_reply_tag
 from daemon.writer import IntakeWriter
 from storage.records import IntakeItem, Recipient
 from storage.store import Store
@@ -79,6 +80,27 @@ class FolderDirectory:
             self.store.db.close()  # to_thread's pool threads come and go
 
 
+class ReplyTokens:
+    """Is ``+r<token>`` a live reply address? Asked at RCPT so a used, expired or invented
+    token is refused with 550 instead of accepted and dropped later (no backscatter)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def is_live(self, tag: str) -> bool:
+        return await asyncio.to_thread(self._check, tag[1:])
+
+    def _check(self, token: str) -> bool:
+        from storage.approvals import Approvals, TokenRefused
+
+        try:
+            return Approvals(self.store).look(token).action == "reply"
+        except TokenRefused:
+            return False
+        finally:
+            self.store.db.close()
+
+
 class SpaceGuard:
     """Free space on the disks that hold blobs and the database, cached for a second."""
 
@@ -105,8 +127,10 @@ class IntakeHandler:
     """aiosmtpd handler shared by the SMTP and LMTP listeners (``lmtp`` picks the reply form)."""
 
     def __init__(self, *, domain: str, directory: FolderDirectory, writer: IntakeWriter,
-                 space: SpaceGuard, max_recipients: int, lmtp: bool) -> None:
+                 space: SpaceGuard, max_recipients: int, lmtp: bool,
+                 replies: ReplyTokens | None = None) -> None:
         self.domain = domain
+        self.replies = replies
         self.directory = directory
         self.writer = writer
         self.space = space
@@ -133,6 +157,11 @@ class IntakeHandler:
         if parsed is None or folder_id is None:
             log.info("unknown recipient %s from %s", clean(address), clean(str(session.peer)))
             return "550 5.1.1 Mailbox unknown"
+        if (self.replies is not None and is_reply_tag(parsed.tag)
+                and not await self.replies.is_live(parsed.tag)):
+            log.info("refused reply address (unknown, used or expired token) from %s",
+                     clean(str(session.peer)))
+            return "550 5.1.1 This approval address is no longer valid"
         recipients.append(Recipient(folder_id, address, parsed.tag))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

@@ -23,7 +23,7 @@ from typing import IO
 
 from daemon import sdnotify
 from daemon.config import Config
-from daemon.intake import FolderDirectory, IntakeHandler, SpaceGuard
+from daemon.intake import FolderDirectory, IntakeHandler, ReplyTokens, SpaceGuard
 from daemon.listeners import SessionLimits, start_listener
 from daemon.settings import approval_settings, send_settings
 from daemon.writer import IntakeWriter
@@ -139,7 +139,7 @@ async def _start_intake(cfg: Config, store: Store,
             continue
         handler = IntakeHandler(domain=cfg.domain, directory=directory, writer=writer,
                                 space=space, max_recipients=cfg.intake.max_recipients,
-                                lmtp=lmtp)
+                                lmtp=lmtp, replies=ReplyTokens(store))
         servers.append(await start_listener(listen, handler, cfg.intake, cfg.hostname, limits))
     if not servers:
         log.warning("receive role: neither smtp.listen nor lmtp.listen is set")
