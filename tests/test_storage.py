@@ -116,3 +116,41 @@ def test_database_blobs_on_postgres_visible_to_every_node(tmp_path: Path, pg_url
     assert node2.raw_message(msg.message_id) == b"Subject: y\r\n\r\nbody\r\n"
     node1.close()
     node2.close()
+
+
+def test_duplicate_layers_and_yearly_numbering(tmp_path: Path) -> None:
+    """Business key = seller + number + date + gross; same seller and number in the same year
+    with another amount is a *near* duplicate; the same number next year is not one."""
+    from decimal import Decimal
+
+    from storage.lookups import find_duplicate
+    from storage.records import Document
+
+    store = open_store(f"sqlite:///{tmp_path / 'd.sqlite3'}", tmp_path)
+    folder = store.add_folder("FR40303265045", "Acme")
+    first = intake(store, folder.id, b"Subject: 1\r\n\r\nx\r\n")
+    with store.write_transaction():
+        store.documents.upsert(Document(
+            id=0, folder_id=folder.id, delivery_id=first, part=0, direction="purchase",
+            state="archived", source="text", original_sha256="a" * 64, enriched_sha256="",
+            filename="f.pdf", media_type="application/pdf", number="F-001",
+            issue_date="2026-01-15", seller_vat="FR23334175221",
+            total_gross=Decimal("120.00")))
+    later = intake(store, folder.id, b"Subject: 2\r\n\r\ny\r\n")
+
+    def check(**kw: object) -> str | None:
+        args: dict[str, object] = dict(
+            delivery_id=later, message_sha="0" * 64, attachment_sha="b" * 64, xml_sha="",
+            seller_vat="FR23334175221", seller_siren=None, number="F-001",
+            issue_date="2026-01-15", total_gross="120.00")
+        args.update(kw)
+        match = find_duplicate(folder.id, **args)  # type: ignore[arg-type]
+        return match.kind if match else None
+
+    assert check() == "business"
+    assert check(attachment_sha="a" * 64) == "attachment"
+    assert check(total_gross="130.00") == "near"
+    assert check(issue_date="2026-03-01") == "near"
+    assert check(issue_date="2027-01-15") is None  # numbering restarted with the year
+    assert check(seller_vat="FR40303265045") is None  # another supplier's F-001
+    store.close()
