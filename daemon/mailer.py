@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 import unicodedata
 import weakref
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,11 @@ from babel.dates import format_date as babel_format_date
 from babel.dates import format_time as babel_format_time
 from babel.numbers import format_currency, format_decimal
 
-PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# A source checkout or editable install has templates/ beside daemon/; a wheel installs them
+# as data files under <prefix>/share/facturd/templates.
+PACKAGED_TEMPLATES = (_SOURCE_TEMPLATES if _SOURCE_TEMPLATES.is_dir()
+                      else Path(sys.prefix) / "share" / "facturd" / "templates")
 FALLBACK_LANGUAGES = ("en", "fr")
 AUTO_SUBMITTED = ("no", "auto-generated", "auto-replied", "auto-notified")
 
