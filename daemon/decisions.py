@@ -15,8 +15,7 @@ where storage/ has no method yet — see "storage gap" below), the blob store (n
 Synchronous and blocking: async callers run these functions in a thread.
 
 Known limits: the notice is one message to every recipient (one Message-ID); a ``by`` that is
-not an address (``cli``) gets no copy. ``mark_paid`` sends no notice until the decision_notice
-templates learn a "paid" wording (they would call it "rejected" today). The storage-gap
+not an address (``cli``) gets no copy. The storage-gap
 helpers belong in storage/ (documents: a ``decide``-style CAS; settings: installation secrets)
 and should move there.
 """
@@ -115,7 +114,7 @@ class _Change:
     new_state: str
     code: str | None = None
     paid_on: date | None = None
-    notify: bool = True  # decision_notice has no wording for "paid" yet
+    notify: bool = True
 
 
 def approve(store: Store, settings: ApprovalSettings, document_id: int, *, by: str,
@@ -140,9 +139,8 @@ def reject(store: Store, settings: ApprovalSettings, document_id: int, *, by: st
 def mark_paid(store: Store, settings: ApprovalSettings, document_id: int, *, by: str, on: date,
               version: int | None = None, note: str = "", token: str | None = None,
               via: str | None = None) -> str:
-    """archived/accepted -> paid (payment_status paid, paid_on). No notice mail yet: the
-    decision_notice templates have no "paid" wording (see the module docstring)."""
-    change = _Change("paid", PAYABLE, ("paid",), PAID_STATE, paid_on=on, notify=False)
+    """archived/accepted -> paid (payment_status paid, paid_on), confirmed by mail."""
+    change = _Change("paid", PAYABLE, ("paid",), PAID_STATE, paid_on=on)
     return _decide(store, settings, document_id, change, by, version, note, token, via)
 
 
@@ -287,6 +285,7 @@ def _enqueue_notice(store: Store, settings: ApprovalSettings, document_id: int,
         "decision": change.decision, "decided_by": by, "decided_at": now,
         "reason_code": change.code, "note": note or None,
         "reason_label": reason_text(change.code, lang) if change.code else None,
+        "paid_on": change.paid_on,
     }
     rendered = mailer.render(settings.environment(), "decision_notice", lang, context)
     message_id = mailer.make_message_id(settings.domain)

@@ -442,7 +442,12 @@ def test_decisions_need_the_current_version_and_a_pending_document(store: Store)
         decisions.mark_paid(store, SETTINGS, doc_id, by="cli", on=date(2026, 3, 7))
     doc = store.documents.get(doc_id)
     assert doc is not None and doc.extra["payment"]["on"] == "2026-03-06"
-    assert len(notices(store)) == 1  # approval only: "paid" has no notice wording yet
+    sent = notices(store)
+    assert len(sent) == 2  # the approval, then the payment
+    from email import message_from_bytes, policy
+
+    paid = message_from_bytes(OutboxStore(store).raw(sent[-1]), policy=policy.default)
+    assert "MARQUÉE COMME PAYÉE" in paid.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert [e.kind for e in store.events(document_id=doc_id)] == ["approved", "paid"]
 
 
