@@ -715,9 +715,12 @@ _FORMS = {"sas", "sasu", "sarl", "sa", "eurl", "snc", "bv", "b v", "nv", "n v", 
 
 
 def norm_name(text: str) -> str:
-    """Case, spacing, punctuation and a trailing legal form do not matter in a name."""
+    """Case, accents, spacing, punctuation and a trailing legal form do not matter."""
     import re
-    words = re.sub(r"[^\w&]+", " ", text.casefold()).split()
+    import unicodedata
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text)
+                    if not unicodedata.combining(c))
+    words = re.sub(r"[^\w&]+", " ", plain.casefold()).split()
     joined = " ".join(words)
     for form in sorted(_FORMS, key=len, reverse=True):
         if joined.endswith(" " + form):

@@ -331,3 +331,50 @@ def test_accuracy_on_generated_invoices() -> None:
     print(f"field accuracy {accuracy:.4f}; confident correct {confident_right}/{confident}")
     assert accuracy >= 0.97
     assert confident_right / confident >= 0.995
+
+
+# --------------------------------------------------------------------------- OCR-shaped text
+
+def test_ocr_reading_order_labels_and_values_in_separate_blocks() -> None:
+    """GIVEN tesseract's text of a totals box: the labels block, other text, the amounts
+    block; WHEN recognized; THEN the k-th label goes with the k-th amount."""
+    text = ("Invoice No.: INV-2026-2499\nDate of issue: 15 Jun 2026\n\nNet amount:\n\n"
+            "VAT 20%:\n\nVAT 5%:\n\nInvoice total:\n\nBilled to\n\nJanssens Ltd\n\n"
+            "Qty Unit price VAT Amount (EUR)\n12 1,647.27 20% 19,767.24\n5 300.30 5% 1,501.50\n"
+            "21,268.74\n\n3,953.45\n\n75.08\n\n25,297.27\n")
+    fields, conf, problems = read(text)
+    assert (fields["total_net"], fields["total_tax"], fields["total_gross"]) == (
+        Decimal("21268.74"), Decimal("4028.53"), Decimal("25297.27"))
+    assert not problems and conf["total_gross"] >= CONFIDENT
+
+
+def test_ocr_header_row_over_value_row_without_columns() -> None:
+    text = invoice(meta=("Date Your order Ship date Invoice number\n"
+                         "15 May 2026 075466 11 May 2026 202609004"))
+    fields, _, _ = read(text)
+    assert fields["number"] == "202609004"
+    assert fields["issue_date"] == "2026-05-15"
+
+
+def test_ocr_confusions_are_repaired_only_under_check_digits() -> None:
+    text = invoice().replace(SELLER_VAT, "FR4O303265045")  # OCR: the letter O for a zero
+    fields, conf, _ = read(text)
+    assert fields["seller_vat"] == SELLER_VAT and conf["seller_vat"] >= CONFIDENT
+    fields, conf, _ = read(invoice(meta="Facture n° : FAO02407\nDate : 12/11/2026"))
+    assert fields["number"] == "FAO02407" and conf["number"] < CONFIDENT
+
+
+def test_invalid_iban_is_a_problem_not_a_value() -> None:
+    text = invoice().replace("FR76 3000 6000 0112 3456 7890 189",
+                             "FR76 3000 6000 0112 3456 7890 188")
+    fields, _, problems = read(text)
+    assert "seller_iban" not in fields
+    assert "iban-invalid" in problems
+
+
+def test_subtotal_equal_to_total_without_any_tax_line() -> None:
+    totals = "Subtotal          $1,250.00\nTotal             $1,250.00\nAmount due   $1,250.00"
+    fields, conf, problems = read(invoice(totals=totals))
+    assert fields["total_gross"] == Decimal("1250.00") and fields["total_tax"] == Decimal("0")
+    assert not problems
+    assert conf["total_gross"] >= CONFIDENT and conf["total_tax"] < CONFIDENT

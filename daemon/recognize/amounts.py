@@ -14,6 +14,7 @@ so "2 345" in a quantity column stays two numbers.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -100,6 +101,12 @@ def parse_number(raw: str, style: str | None = None) -> tuple[Decimal, int] | No
 
 
 def find_amounts(line: str, style: str | None = None) -> list[Amount]:
+    """Amount tokens of a line, left to right (a fresh list; the parse is cached)."""
+    return list(_find_amounts(line, style))
+
+
+@functools.lru_cache(maxsize=8192)
+def _find_amounts(line: str, style: str | None) -> tuple[Amount, ...]:
     found = []
     for m in AMOUNT.finditer(line):
         raw = m.group("num")
@@ -118,7 +125,7 @@ def find_amounts(line: str, style: str | None = None) -> list[Amount]:
         start = m.start("neg") if m.group("neg") else m.start()
         found.append(Amount(-value if negative else value, start, m.end(), currency, decimals,
                             m.group(0).strip()))
-    return found
+    return tuple(found)
 
 
 def find_percents(line: str) -> list[tuple[Decimal, int, int]]:

@@ -7,12 +7,14 @@ on, from printed rows (validated) down to a single standard rate that explains n
 
 What it may touch: nothing (pure functions over a ``Doc``).
 
-Limits: bases estimated from per-rate taxes alone ("estimated") can be a cent off and are
-never confident; rates outside ``RATES`` are only taken when printed with a percent sign.
+Limits: per-rate VAT amounts printed without their bases (and without line items carrying
+the rate) give no breakdown; rates outside ``RATES`` are only taken when printed with a
+percent sign.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -21,8 +23,6 @@ from daemon.recognize.locate import next_nonempty
 from daemon.recognize.text import Doc
 
 CENT = Decimal("0.01")
-Row = tuple[Decimal, Decimal | None, Decimal, int]
-Breakdown = tuple[tuple[Decimal, Decimal, Decimal], ...]
 
 RATES = tuple(Decimal(r) for r in (
     "20", "10", "5.5", "2.1", "8.5", "21", "6", "12", "9", "19", "7", "0", "17", "14", "8",
@@ -37,12 +37,14 @@ def rate_fits(net: Decimal, tax: Decimal) -> Decimal | None:
 
 
 def breakdown_for(rows: list[tuple[Decimal, Decimal | None, Decimal, int]],
-                   items: list[tuple[Decimal, Decimal]], printed: set[Decimal], net: Decimal,
+                   items: tuple[tuple[Decimal, Decimal], ...], printed: set[Decimal],
+                   net: Decimal,
                    tax: Decimal) -> tuple[tuple[tuple[Decimal, Decimal, Decimal], ...] | None, str]:
     """The VAT breakdown that fits (net, tax), and what it rests on: "rows" (printed
     rate/base/tax rows), "items" (bases from line items, taxes printed or single rate),
-    "computed" (bases from items, per-rate taxes computed), "estimated" (per-rate taxes
-    printed, bases estimated), "rate" (one standard rate explains net and tax)."""
+    "computed" (bases from items, per-rate taxes computed), "rate" (one standard rate
+    explains net and tax). Per-rate taxes without their bases give no breakdown: bases
+    estimated from them are often a cent off."""
     if tax == 0:
         return None, "none"
     found = match_breakdown(rows, net, tax)
@@ -55,29 +57,18 @@ def breakdown_for(rows: list[tuple[Decimal, Decimal | None, Decimal, int]],
     found, how = item_breakdown(items, tax_only, net, tax)
     if found:
         return found, how
-    single = {r: next(iter(ts)) for r, ts in tax_only.items() if len(ts) == 1}
-    if len(single) > 1 and abs(sum(single.values(), Decimal(0)) - tax) <= CENT:
-        bases = {r: (t * 100 / r).quantize(CENT, ROUND_HALF_UP) for r, t in single.items()}
-        residual = net - sum(bases.values(), Decimal(0))
-        if abs(residual) <= Decimal("0.05") * len(bases):
-            top = max(bases, key=lambda r: bases[r])
-            bases[top] += residual
-            return tuple((r, bases[r], single[r]) for r in sorted(bases, reverse=True)), \
-                "estimated"
     fit = rate_fits(net, tax)
     if fit is not None:
         return ((fit, net, tax),), "rate"
     return None, "none"
 
 
-def item_breakdown(items: list[tuple[Decimal, Decimal]], printed: dict[Decimal, set[Decimal]],
-                   net: Decimal, tax: Decimal
+def item_breakdown(items: tuple[tuple[Decimal, Decimal], ...],
+                   printed: dict[Decimal, set[Decimal]], net: Decimal, tax: Decimal
                    ) -> tuple[tuple[tuple[Decimal, Decimal, Decimal], ...] | None, str]:
     """Per-rate bases summed from line items (rate, line total) when they explain the totals;
     per-rate taxes from the printed VAT lines when there are, else computed."""
-    bases: dict[Decimal, Decimal] = {}
-    for rate, total in items:
-        bases[rate] = bases.get(rate, Decimal(0)) + total
+    bases = _item_bases(items)
     if not bases or abs(sum(bases.values(), Decimal(0)) - net) > CENT:
         return None, "none"
     out = []
@@ -98,8 +89,16 @@ def item_breakdown(items: list[tuple[Decimal, Decimal]], printed: dict[Decimal, 
     return tuple(out), how
 
 
+@functools.lru_cache(maxsize=256)
+def _item_bases(items: tuple[tuple[Decimal, Decimal], ...]) -> dict[Decimal, Decimal]:
+    bases: dict[Decimal, Decimal] = {}
+    for rate, total in items:
+        bases[rate] = bases.get(rate, Decimal(0)) + total
+    return bases
+
+
 def breakdown_rows(doc: Doc) -> tuple[list[tuple[Decimal, Decimal | None, Decimal, int]],
-                                     list[tuple[Decimal, Decimal]]]:
+                                     tuple[tuple[Decimal, Decimal], ...]]:
     """(rate, base, tax, line) rows where tax = base x rate, or a rate with one amount; and
     (rate, last amount) of every line with one rate and amounts on both sides (line items).
     A line with several rates ("VAT 20%: 10.00   VAT 5%: 2.00") is cut before each rate."""
@@ -126,7 +125,7 @@ def breakdown_rows(doc: Doc) -> tuple[list[tuple[Decimal, Decimal | None, Decima
                 below = find_amounts(doc.lines[j], style)
                 if len(below) == 1 and not find_percents(doc.lines[j]):
                     rows.append((rates[0][0], None, below[0].value, j))
-    return rows, items
+    return rows, tuple(items)
 
 
 def _rows_in(rows: list[tuple[Decimal, Decimal | None, Decimal, int]], rate: Decimal,

@@ -15,6 +15,7 @@ terms other than a number of days (e.g. "le 10 du mois suivant") are not underst
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -71,6 +72,11 @@ def _make(y: int, m: int, d: int) -> date | None:
 
 def find_dates(folded: str) -> list[DateTok]:
     """Date tokens of a folded (lower case, unaccented) line, left to right."""
+    return list(_find_dates(folded))
+
+
+@functools.lru_cache(maxsize=8192)
+def _find_dates(folded: str) -> tuple[DateTok, ...]:
     found: list[DateTok] = []
     taken: list[tuple[int, int]] = []
 
@@ -97,7 +103,7 @@ def find_dates(folded: str) -> list[DateTok]:
         d = _make(int(m.group(3)), MONTHS[m.group(1)], int(m.group(2)))
         add(DateTok(m.start(), m.end(), (d,) if d else (), "text"))
     found.sort(key=lambda t: t.start)
-    return found
+    return tuple(found)
 
 
 def resolve(tok: DateTok, order: str) -> date:

@@ -21,13 +21,13 @@ from datetime import date, timedelta
 from daemon.recognize import ids
 from daemon.recognize.amounts import find_currencies
 from daemon.recognize.dates import DateTok, find_dates, resolve, terms_due
-from daemon.recognize.lexicon import Hit
 from daemon.recognize.locate import HOW_FACTOR, Found, Labels, find_values
 from daemon.recognize.text import Doc, fold
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.\-]*")
 _LEAD = re.compile(r"[\s:#°.\-]*(?:(?:n\s?°|no\.?|nr\.?|number|nummer|num[eé]ro)\s*[:#.]?\s*)?",
                    re.I)
+_OCR_CONFUSABLE = re.compile(r"(?<=\d)[OoIlSB]|[OoIl](?=\d)")
 _TITLE = re.compile(r"(?<![a-z])(?:facture|invoice|factuur|rechnung)(?![a-z])")
 _LANG_WORDS = {
     "fr": r"facture|tva|montant|echeance|paiement|reglement|ttc|hors|les|des|du|et|pour|avec|"
@@ -74,7 +74,9 @@ def invoice_number(doc: Doc, labels: Labels, pattern: str | None
             if hit.role != "number":
                 continue
             strength = hit.strength
-            if strength == 0.5 and _TITLE.search(doc.folded[hit.line]):
+            folded = doc.folded[hit.line]
+            if folded[hit.start:hit.end] in ("numero", "number", "nummer") and \
+                    _TITLE.search(folded[:hit.start] + " " + folded[hit.end:]):
                 strength = 0.85  # "FACTURE   Numéro   Date": a bare "Numéro" in the title row
             weak = strength < 0.8
             for found in find_values(doc, labels, hit, _id_value, below=not weak):
@@ -98,6 +100,8 @@ def invoice_number(doc: Doc, labels: Labels, pattern: str | None
         conf = 0.85
     elif len(strong) > 1:
         conf = 0.5
+    if _OCR_CONFUSABLE.search(best):
+        conf = min(conf, 0.8)  # "FAO02407": a letter O or l among digits may be a misread
     if pattern:
         try:
             matches = re.fullmatch(pattern, best) is not None
@@ -241,16 +245,3 @@ def currency(doc: Doc, totals_currency: str | None, lang: str, country: str | No
     if len(counts) == 1:
         return best, 0.95 if totals_currency == best else 0.9
     return best, 0.7
-
-
-def label_roles(labels: Labels) -> Counter[str]:
-    """How many labels of each role a document has (for tests and diagnostics)."""
-    return Counter(h.role for hits in labels.values() for h in hits)
-
-
-def first_hit(labels: Labels, role: str) -> Hit | None:
-    for line in sorted(labels):
-        for hit in labels[line]:
-            if hit.role == role:
-                return hit
-    return None

@@ -66,6 +66,8 @@ def find_vats(line: str) -> list[Ident]:
     out = []
     for m in _VAT.finditer(line):
         compact = re.sub(r"[ .\-]", "", m.group(0))
+        if not valid_vat(compact):  # "FRO2..." : OCR reads a zero as the letter O
+            compact = compact[:2] + compact[2:].replace("O", "0")
         # the pattern is greedy: try the longest prefix that validates
         for length in range(len(compact), 7, -1):
             value = valid_vat(compact[:length])
@@ -102,6 +104,8 @@ def find_ibans(line: str) -> tuple[list[Ident], bool]:
     invalid = False
     for m in _IBAN.finditer(line):
         compact = re.sub(r"[ \u202f]", "", m.group(1))
+        if valid_iban(compact) is None and "O" in compact[2:4]:
+            compact = compact[:2] + compact[2:4].replace("O", "0") + compact[4:]
         found = None
         for length in range(min(len(compact), 34), 14, -1):
             try:

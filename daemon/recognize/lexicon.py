@@ -25,7 +25,7 @@ from daemon.recognize.text import Doc
 
 _N = r"(?:n\s?°|no\b\.?|nr\b\.?|num(?:ero|\b\.?)|#|nummer)"
 _HT = r"h\.?\s?t\.?(?:v\.?a\.?)?(?![a-z])"
-_TTC = r"(?:t\.?\s?t\.?\s?c\.?|tvac)(?![a-z])"
+_TTC = r"(?:t\.?\s?[tl1i]\.?\s?c\.?|tvac)(?![a-z])"  # "TIC", "TLC": OCR for TTC
 _TVA = r"t\.?\s?v\.?\s?a\.?(?![a-z])"
 _EXCL = (r"(?:excl\.?|exclusief|excluding|exclusive\s+of|ex\.?|before|w/o|without|hors|"
          r"net\s+of|ohne|zzgl\.?)")
@@ -45,7 +45,7 @@ _LEXICON: dict[str, tuple[tuple[str, float], ...]] = {
         (r"rechnungs?\s*-?\s*(?:nummer|nr\.?|" + _N + r")", 1.0), (r"bill\s*" + _N, 0.8),
         (r"(?:tax\s+)?invoice", 0.55), (r"facture", 0.55), (r"factuur", 0.55),
         (r"avoir", 0.5), (r"credit\s+note", 0.5), (r"rechnung", 0.5),
-        (r"(?:numero|number|nummer)(?=\s*:)", 0.85), (r"n\s?°(?=\s*:)", 0.8),
+        (r"(?:numero|number|nummer)(?=\s*:)", 0.6), (r"n\s?°(?=\s*:)", 0.6),
         (r"(?:numero|number|nummer)(?= {2}| ?$)", 0.5),
         (r"(?<!\S)#(?=\s*[a-z0-9])", 0.6),
     ),
@@ -121,6 +121,8 @@ _LEXICON: dict[str, tuple[tuple[str, float], ...]] = {
         (r"a\s+payer", 0.8), (r"restant\s+du", 1.0),
         (r"(?:amount|total|balance)\s+(?:due|payable|to\s+pay|owing|outstanding)", 1.0),
         (r"(?:please\s+pay|pay\s+this\s+amount)", 0.9), (r"due\s+payable", 1.0),
+        (r"residual(?:\s+amount)?|(?:remaining|outstanding)\s+(?:balance|amount)|"
+         r"balance\s+(?:remaining|outstanding)|amount\s+remaining", 1.0),
         (r"(?:totaal\s+)?(?:nog\s+)?te\s+betalen(?:\s+bedrag)?", 1.0),
         (r"openstaand(?:\s+(?:bedrag|saldo))?", 1.0), (r"saldo\s+(?:te\s+betalen|verschuldigd)",
                                                        1.0),

@@ -14,6 +14,7 @@ totals module pairs amounts by arithmetic instead).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -77,7 +78,8 @@ def find_values(doc: Doc, labels: Labels, hit: Hit, extract: Extract[T], *,
     if found:
         return found
     if below:
-        found = _below(doc, labels, hit, extract, max_down)
+        found = _row_pair(doc, labels, hit, extract) or _below(doc, labels, hit, extract,
+                                                               max_down)
         if found:
             return found
     if nxt and not line[start:end].strip(" :.-#°"):
@@ -91,6 +93,44 @@ def find_values(doc: Doc, labels: Labels, hit: Hit, extract: Extract[T], *,
             found = [Found(v, j, s, e, "next") for s, e, v in extract(text, j, lead, stop)
                      if s <= lead + 2]
     return found
+
+
+def _row_pair(doc: Doc, labels: Labels, hit: Hit, extract: Extract[T]) -> list[Found[T]]:
+    """A row of k labels over a row of k values, columns lost (OCR, reading order):
+    the label's rank in its row picks the value of the same rank."""
+    hits = labels.get(hit.line, [])
+    folded = doc.folded[hit.line]
+    if len(hits) < 2 or len(folded) > 400:
+        return []
+    free = list(folded)
+    for h in hits:
+        free[h.start:h.end] = " " * (h.end - h.start)
+    if re.search(r"[a-z0-9]", "".join(free)):
+        return []
+    for j in next_nonempty(doc, hit.line, 1):
+        if labels.get(j):
+            return []
+        items = value_items(doc.lines[j], doc.folded[j])
+        if len(items) != len(hits):
+            return []
+        s, e = items[hits.index(hit)]
+        return [Found(v, j, a, b, "below") for a, b, v in extract(doc.lines[j], j, s, e)]
+    return []
+
+
+def value_items(line: str, folded: str) -> list[tuple[int, int]]:
+    """Spans of the values on a line: dates and amounts whole, other words one by one."""
+    from daemon.recognize.amounts import find_amounts
+    from daemon.recognize.dates import find_dates
+
+    spans = [(t.start, t.end) for t in find_dates(folded)]
+    spans += [(a.start, a.end) for a in find_amounts(line)
+              if (a.decimals or a.currency) and not any(s <= a.start < e for s, e in spans)]
+    for m in re.finditer(r"\S+", line):
+        if not any(s < m.end() and m.start() < e for s, e in spans) and \
+                re.search(r"\w", m.group(0)):  # "~", "_", "|": scanner dust, not a value
+            spans.append((m.start(), m.end()))
+    return sorted(spans)
 
 
 def _below(doc: Doc, labels: Labels, hit: Hit, extract: Extract[T],

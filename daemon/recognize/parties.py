@@ -60,13 +60,14 @@ def buyer_region(doc: Doc, labels: Labels) -> tuple[set[tuple[int, int]], str | 
             region |= block
             if name is None and first:
                 name = first
-    if not region:
-        region, name = _window_block(doc, labels)
+    if name is None:
+        window, name = _window_block(doc, labels)
+        region |= window
     return region, name
 
 
 _POSTCODE = re.compile(r"(?:^|\s)(?:[A-Z]{1,2}-?)?(?:\d{5}|\d{4}(?:\s?[A-Z]{2})?)\s+[A-Za-zÀ-ÿ]")
-_RETURN_ADDRESS = re.compile(r"(?:\s[●•|·–-]\s.*){2,}")
+_RETURN_ADDRESS = re.compile(r"\s[●•|·–-]\s")
 
 
 def _window_block(doc: Doc, labels: Labels) -> tuple[set[tuple[int, int]], str | None]:
@@ -75,7 +76,7 @@ def _window_block(doc: Doc, labels: Labels) -> tuple[set[tuple[int, int]], str |
     top = min(len(doc.lines), 40)
     for i in range(top):
         line = doc.lines[i]
-        if _RETURN_ADDRESS.search(line) and _POSTCODE.search(line):
+        if len(_RETURN_ADDRESS.findall(line)) >= 2 and _POSTCODE.search(line):
             for j in range(i + 1, min(top, i + 4)):
                 if doc.cells[j]:
                     found = _address_block(doc, labels, j, doc.cells[j][0].start)
@@ -133,8 +134,9 @@ def _block_under(doc: Doc, labels: Labels, hit: Hit) -> tuple[set[tuple[int, int
         if nxt is not None and nxt.start - hit.end < 16:
             tail = nxt.text
             block.add((hit.line, nxt.start))
-    if tail and hit.strength < 1.0 and not tail[:1].isupper():
-        return set(), None  # "client" inside a sentence
+    if hit.strength < 1.0 and (cell is None or cell.start != hit.start or (
+            tail and not line[hit.end:].lstrip().startswith(":"))):
+        return set(), None  # "Espace Client Bouygues": a word in a sentence, not a label
     if cell is not None:
         block.add((hit.line, cell.start))
     elif hit.strength < 1.0:
@@ -209,7 +211,8 @@ def find_parties(doc: Doc, labels: Labels, own_vat: str | None) -> Parties:
             sirens.setdefault(ident.value[:9], 1.0)
         found, invalid = ids.find_ibans(line)
         context = doc.folded[max(0, i - 1)] + " " + doc.folded[i]
-        bad_iban = bad_iban or (invalid and not any(w in context for w in _DEBIT))
+        bad_iban = bad_iban or (invalid and "iban" in doc.folded[i] and
+                                not any(w in context for w in _DEBIT))
         for ident in found:
             if _in_region(region, doc, i, ident.start) or any(w in context for w in _DEBIT):
                 continue

@@ -50,7 +50,13 @@ def read_pdf_text(pdf: bytes) -> str:
         raise
     except (PyPdfError, ValueError, RecursionError, MemoryError, KeyError, TypeError) as exc:
         raise UnreadablePdf(f"cannot read the PDF: {exc}"[:300]) from None
-    return "\f".join(pages)
+    return clean_text("\f".join(pages))
+
+
+def clean_text(text: str) -> str:
+    """Join surrogate pairs some PDFs' text comes out with; lone surrogates become U+FFFD
+    (so the text can be stored as UTF-8)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _pdfminer_page(pdf: bytes, index: int) -> str:

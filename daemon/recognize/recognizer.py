@@ -25,12 +25,12 @@ from daemon.recognize.parties import find_parties
 from daemon.recognize.text import make_doc
 from daemon.recognize.totals import reconcile
 
-MAX_CHARS = 400_000
+MAX_CHARS = 250_000  # about 80 pages of text; the rest of a longer document is not read
 
 
 def _rate_text(rate: Decimal) -> str:
-    text = format(rate.normalize(), "f")
-    return text
+    """Decimal("20.00") -> "20", Decimal("5.50") -> "5.5"."""
+    return format(rate.normalize(), "f")
 
 
 def recognize(text: str, *, memory: SupplierMemory | None = None, today: date | None = None,

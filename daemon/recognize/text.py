@@ -56,6 +56,7 @@ class Doc:
     lines: tuple[str, ...]
     folded: tuple[str, ...]
     cells: tuple[tuple[Cell, ...], ...]
+    pages: tuple[int, ...] = ()  # page number (0-based) of each line; pages split on \f
 
     def cell_at(self, line: int, pos: int) -> Cell | None:
         for cell in self.cells[line]:
@@ -73,6 +74,7 @@ class Doc:
 
 def normalize(text: str) -> str:
     """Unify spaces, dashes, quotes and ligatures; keep digit-group spaces as U+202F."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     text = unicodedata.normalize("NFC", text)
     text = _DIGIT_SPACE.sub(GROUP_SPACE, text)
     text = text.translate(_REPLACE)
@@ -111,7 +113,29 @@ def _cell(index: int, line: str, start: int, end: int) -> Cell:
     return Cell(index, start, end, line[start:end])
 
 
+MAX_LINE = 600
+
+
+def _wrap(line: str) -> list[str]:
+    """Lines longer than MAX_LINE (a PDF whose text came out as one line) cut at spaces,
+    so that no per-line step works on a whole document at once."""
+    if len(line) <= MAX_LINE:
+        return [line]
+    parts = []
+    while len(line) > MAX_LINE:
+        cut = line.rfind(" ", MAX_LINE // 2, MAX_LINE)
+        cut = cut if cut > 0 else MAX_LINE
+        parts.append(line[:cut])
+        line = line[cut:].lstrip(" ")
+    return [*parts, line]
+
+
 def make_doc(text: str) -> Doc:
-    lines = tuple(normalize(text).split("\n"))
-    return Doc(lines, tuple(fold(line) for line in lines),
-               tuple(split_cells(i, line) for i, line in enumerate(lines)))
+    lines: list[str] = []
+    pages: list[int] = []
+    for number, page in enumerate(text.split("\f")):
+        page_lines = [part for line in normalize(page).split("\n") for part in _wrap(line)]
+        lines.extend(page_lines)
+        pages.extend([number] * len(page_lines))
+    return Doc(tuple(lines), tuple(fold(line) for line in lines),
+               tuple(split_cells(i, line) for i, line in enumerate(lines)), tuple(pages))

@@ -237,8 +237,7 @@ def reconcile(doc: Doc, labels: Labels) -> Totals:
     def triple(n: Decimal, t: Decimal, g: Decimal, bonus: float = 0.0) -> _Triple:
         s = nets.get(n, 0.0) + taxes.get(t, 0.0) + grosses.get(g, 0.0) + bonus
         breakdown, how = breakdown_for(rows, items, printed_rates, n, t)
-        s += {"rows": 0.4, "items": 0.3, "computed": 0.3, "estimated": 0.2,
-              "rate": 0.2}.get(how, 0.0)
+        s += {"rows": 0.4, "items": 0.3, "computed": 0.3, "rate": 0.2}.get(how, 0.0)
         return _Triple(s, n, t, g, breakdown, how)
 
     triples: list[_Triple] = []
@@ -274,13 +273,20 @@ def reconcile(doc: Doc, labels: Labels) -> Totals:
     problems: list[str] = []
     for v in (n, t, g):  # a deposit is never the invoice's own net, tax or gross
         scores.get(v, {}).pop("deposit", None)
+    pages = {doc.pages[c.line] for c in cands if c.amount.value == g} if doc.pages else set()
+    elsewhere = {c.amount.value for c in cands if doc.pages and doc.pages[c.line] not in pages}
+    here = {c.amount.value for c in cands if not doc.pages or doc.pages[c.line] in pages}
+    for v in elsewhere - here:  # an amount due is printed on the page of its total
+        scores.get(v, {}).pop("due", None)
     due, due_conf = _amount_due(scores, g, conf, problems)
     b_conf = {"rows": conf, "items": min(conf, 0.93), "computed": min(conf, 0.85),
-              "estimated": 0.6, "rate": min(conf, 0.9)}.get(best.how, 0.0)
+              "rate": min(conf, 0.9)}.get(best.how, 0.0)
     if best.how == "rate" and best.breakdown and best.breakdown[0][0] not in printed_rates:
         b_conf = min(b_conf, 0.8)
     confidence = {"total_net": conf, "total_tax": conf, "total_gross": conf,
                   "amount_due": due_conf, "vat_breakdown": b_conf}
+    if t == 0 and not exempt and scores.get(Decimal(0), {}).get("tax", 0.0) < 0.5:
+        confidence["total_tax"] = min(conf, 0.85)  # no VAT line at all: zero is inferred
     currency = next((c.amount.currency for c in cands if c.amount.value == g and
                      c.amount.currency), None)
     return Totals(n, t, g, due, best.breakdown, confidence, tuple(problems), currency)
@@ -348,6 +354,6 @@ def _amount_due(scores: dict[Decimal, dict[str, float]], gross: Decimal, conf: f
         return dues[0][1], 0.4
     if len(explained) == 1 and len(deposits) == 1:
         return explained[0], min(conf, 0.8)
-    return gross, min(conf, 0.9) if not deposits else 0.5
+    return gross, min(conf, 0.85) if not deposits else 0.5  # inferred, not printed
 
 
