@@ -16,9 +16,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -169,6 +173,32 @@ class Facturd:
         self.proc.wait()
         self.proc = None
         self.log_handle.close()
+
+
+@dataclass
+class Clock:
+    """A clock the test moves: ``Store(clock=...)`` reads it instead of the wall clock."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0, **delta: float) -> None:
+        self.now += timedelta(seconds=seconds, **delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 3, 5, 12, 0))
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    """A real SQLite store in tmp_path, on the test's clock."""
+    s = Store.open(f"sqlite:///{tmp_path}/db.sqlite3", "files", tmp_path / "blobs", clock=clock)
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -114,3 +114,22 @@ class SmtpSink:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def send_one_through(sink: SmtpSink, store: Any, from_address: str) -> str | None:
+    """Run the real send role once against ``sink``: the next queued outbox mail."""
+    import asyncio
+
+    from daemon.outbox import Sender, SendSettings
+
+    sender = Sender(SendSettings(mode="relay", relay_host="127.0.0.1", relay_port=sink.port,
+                                 relay_security="none", timeout=5, from_address=from_address,
+                                 helo_hostname="invoices.test"), store)
+
+    async def once() -> str | None:
+        try:
+            return await sender.send_one()
+        finally:
+            await sender.aclose()
+
+    return asyncio.run(once())

@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from email import policy
 from email.message import EmailMessage
@@ -38,6 +38,7 @@ from storage.blobs import sha256_hex
 from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
+from tests.conftest import Clock
 from tests.dnsstub import StubDNS
 from tests.test_auth import Key, make_key
 
@@ -50,29 +51,6 @@ BOSS = "boss@company.test"
 PDF = b"%PDF-1.7\n% facture F2026-0042\n%%EOF\n"
 SETTINGS = ApprovalSettings(domain=DOMAIN, public_url=PUBLIC, from_address=FROM)
 NBSP = ("\u202f", "\xa0")
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 3, 5, 12, 0))
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path}/db.sqlite3", "files", tmp_path / "blobs", clock=clock)
-    yield s
-    s.close()
 
 
 def make_folder(store: Store, language: str = "fr", notify: str = NOTIFY,

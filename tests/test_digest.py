@@ -34,14 +34,13 @@ from daemon.digest import (
     scheduled_slot,
     send_digests,
 )
-from daemon.outbox import Sender, SendSettings
 from daemon.sharing import ShareSettings
 from storage import models, records
 from storage.approvals import Approvals
 from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
-from tests.smtpsink import SmtpSink
+from tests.smtpsink import SmtpSink, send_one_through
 
 VAT = "FR40303265045"
 BOSS = "boss@acme.test"
@@ -392,17 +391,7 @@ def test_digest_reaches_the_relay(tmp_path: Path, store: Store) -> None:
             total_gross=Decimal("12"), currency=EUR)
     assert send_digests(store, SETTINGS, datetime(2026, 3, 10, 7, 0)) == [(VAT, "sent")]
     with SmtpSink().start() as sink:
-        sender = Sender(SendSettings(mode="relay", relay_host="127.0.0.1", relay_port=sink.port,
-                                     relay_security="none", timeout=5, from_address=FROM,
-                                     helo_hostname="invoices.test"), store)
-
-        async def once() -> str | None:
-            try:
-                return await sender.send_one()
-            finally:
-                await sender.aclose()
-
-        assert asyncio.run(once()) == "sent"
+        assert send_one_through(sink, store, FROM) == "sent"
     [got] = sink.messages
     assert got.rcpt_tos == (BOSS,) and got.mail_from == "facturd@invoices.test"
     assert len(links(store, body(got.message))) == 2

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from email import policy
@@ -32,6 +32,7 @@ from daemon.outbox import Sender, SendSettings, eml_name, run_sender
 from storage import outbox as ob
 from storage.outbox import OutboxStore
 from storage.store import Store
+from tests.conftest import Clock
 from tests.smtpsink import SmtpSink
 
 FROM = "facturd <facturd@invoices.test>"
@@ -297,29 +298,6 @@ def test_dkim_signed_message_verifies(dkim_key: tuple[bytes, Callable[..., bytes
 
 
 # ---- the outbox --------------------------------------------------------------------------
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 3, 5, 12, 0))
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path}/db.sqlite3", "files", tmp_path / "blobs", clock=clock)
-    yield s
-    s.close()
-
 
 def message(n: int = 1, to: str = APPROVER) -> tuple[bytes, str]:
     mid = f"<m{n}.{time.monotonic_ns()}@invoices.test>"

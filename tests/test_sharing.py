@@ -7,7 +7,6 @@ connection, racing on the same documents), and one test delivers through the sen
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
@@ -24,13 +23,12 @@ from typing import Any
 import pytest
 
 from daemon import mailer, sharing
-from daemon.outbox import Sender, SendSettings
 from daemon.sharing import ShareSettings, share_documents, share_due, summary_csv
 from storage import records
 from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
-from tests.smtpsink import SmtpSink
+from tests.smtpsink import SmtpSink, send_one_through
 from tests.test_digest import Clock
 
 VAT = "FR40303265045"
@@ -291,17 +289,7 @@ def test_share_reaches_the_relay(store: Store) -> None:
     doc = add_doc(store, fid, original=b"%PDF-1.7 real bytes", number="F-9")
     assert [s.documents for s in share_due(store, SETTINGS, T0)] == [1]
     with SmtpSink().start() as sink:
-        sender = Sender(SendSettings(mode="relay", relay_host="127.0.0.1", relay_port=sink.port,
-                                     relay_security="none", timeout=5, from_address=FROM,
-                                     helo_hostname="invoices.test"), store)
-
-        async def once() -> str | None:
-            try:
-                return await sender.send_one()
-            finally:
-                await sender.aclose()
-
-        assert asyncio.run(once()) == "sent"
+        assert send_one_through(sink, store, FROM) == "sent"
     [got] = sink.messages
     assert got.rcpt_tos == (ACCOUNTANT,)
     files = attachments(got.message)

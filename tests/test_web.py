@@ -11,8 +11,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,11 @@ from daemon.web import CSRF_SETTING, csrf_token, make_app, run_web
 from storage.approvals import Approvals, TokenRefused, hash_token
 from storage.outbox import OutboxStore
 from storage.store import Store
-from tests.conftest import free_port
+from tests.conftest import Clock, free_port
 from tests.test_approval import (
     BOSS,
     NOTIFY,
     SETTINGS,
-    Clock,
     make_document,
     make_folder,
     notices,
@@ -46,18 +44,6 @@ SECURITY = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 3, 5, 12, 0))
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path}/db.sqlite3", "files", tmp_path / "blobs", clock=clock)
-    yield s
-    s.close()
 
 
 def serve(store: Store, scenario: Callable[[Client], Awaitable[None]]) -> None:
