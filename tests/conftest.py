@@ -85,8 +85,21 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'facturd.sqlite3'}"
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """The database of the ``facturd`` fixture: SQLite, or a fresh PostgreSQL database when
+    $FACTURD_TEST_DB=postgresql (.ci/run runs the daemon-level tests a second time so)."""
+    if os.environ.get("FACTURD_TEST_DB") == "postgresql":
+        yield from _pg_database()
+    else:
+        yield f"sqlite:///{tmp_path / 'state' / 'facturd.sqlite3'}"
+
+
+@pytest.fixture
+def facturd_sqlite(tmp_path: Path) -> Iterator[Facturd]:
+    """For tests about SQLite itself (its file lock, its pragmas)."""
+    inst = Facturd(tmp_path, f"sqlite:///{tmp_path / 'state' / 'facturd.sqlite3'}")
+    yield inst
+    inst.stop()
 
 
 class Facturd:

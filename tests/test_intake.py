@@ -178,10 +178,11 @@ def test_duplicate_delivery_is_recognized(facturd_any: Facturd) -> None:
     assert events is not None
 
 
-def test_handler_failure_451_then_keeps_serving(facturd: Facturd) -> None:
+def test_handler_failure_451_then_keeps_serving(facturd_sqlite: Facturd) -> None:
     """GIVEN the database is locked by another process for longer than busy_timeout
     WHEN a message arrives THEN the sender gets 451 4.3.0 without internal detail, and once
     the lock is gone the same daemon accepts mail again."""
+    facturd = facturd_sqlite
     facturd.add_folder()
     facturd.start("receive")
     raw = invoice_mail().as_bytes()
