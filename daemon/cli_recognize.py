@@ -17,8 +17,9 @@ from daemon.config import Config
 from daemon.docjson import KEYS
 from daemon.einvoice import InvalidInvoice, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import parse_file
-from daemon.ocr import OcrIncomplete, OcrSettings, ocr_document, read_text_layer
+from daemon.ocr import OcrIncomplete, ocr_document, read_text_layer
 from daemon.recognize import recognize
+from daemon.settings import ocr_settings
 
 FIELD_KEYS = tuple(k for k in KEYS if k not in ("id", "folder", "direction", "state",
                                                   "duplicate_of", "reasons", "trace"))
@@ -66,10 +67,8 @@ def read_file(path: Path, cfg: Config) -> dict[str, Any]:
             out["profile"] = inv.profile
     except InvalidInvoice as exc:
         out["problems"].append(f"invalid-xml: {exc}")
-    o = cfg.ocr
-    settings = OcrSettings(languages=o.languages, timeout_seconds=o.timeout_seconds,
-                           memory_mb=o.memory_mb, max_pages=o.max_pages)
-    pages = read_text_layer(main.data, o.max_pages) if main.kind == "pdf" else None
+    settings = ocr_settings(cfg)
+    pages = read_text_layer(main.data, settings.max_pages) if main.kind == "pdf" else None
     text_source = "text"
     if pages is None and main.kind in ("pdf", "image"):
         try:

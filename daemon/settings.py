@@ -7,6 +7,7 @@ from datetime import timedelta
 from daemon.config import Config
 from daemon.decisions import ApprovalSettings
 from daemon.mailer import template_dirs
+from daemon.ocr import OcrSettings
 from daemon.outbox import SendSettings
 
 
@@ -30,3 +31,9 @@ def send_settings(cfg: Config) -> SendSettings:
         dkim_domain=o.dkim_domain, dkim_selector=o.dkim_selector,
         dkim_private_key_file=o.dkim_private_key_file,
         template_dirs=template_dirs(cfg.templates_dir or None), poll_seconds=o.poll_seconds)
+
+
+def ocr_settings(cfg: Config) -> OcrSettings:
+    o = cfg.ocr
+    return OcrSettings(languages=o.languages, timeout_seconds=o.timeout_seconds,
+                       memory_mb=o.memory_mb, max_pages=o.max_pages)

@@ -25,11 +25,10 @@ from daemon.decisions import ApprovalSettings
 from daemon.faults import TransientFault
 from daemon.logs import clean
 from daemon.mailparse import MailRejected, parse_mail
-from daemon.ocr import OcrSettings
 from daemon.pipeline import PermanentError, Work, run_pipeline
 from daemon.reading import ReadingSettings
 from daemon.replies import handle_reply, is_reply_tag
-from daemon.settings import approval_settings
+from daemon.settings import approval_settings, ocr_settings
 from storage import records
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.db import TRANSIENT_ERRORS
@@ -54,10 +53,8 @@ class Worker:
             self.approvals = approval_settings(cfg)
         except ValueError as exc:
             log.warning("approval requests disabled: %s", exc)
-        o = cfg.ocr
         self.reading = ReadingSettings(
-            ocr=OcrSettings(languages=o.languages, timeout_seconds=o.timeout_seconds,
-                            memory_mb=o.memory_mb, max_pages=o.max_pages),
+            ocr=ocr_settings(cfg),
             enrich=cfg.enrich.enabled,
             schematron_timeout=cfg.enrich.schematron_timeout_seconds)
         a = cfg.auth
@@ -140,7 +137,7 @@ class Worker:
                     enriched_sha256=str(item.extra.get("enriched_sha256", "")),
                     filename=item.filename, media_type=item.media_type,
                     reasons=item.reasons, trace=item.trace, extra=item.extra,
-                    **{k: v for k, v in item.fields.items()},
+                    **item.fields,
                 )
                 doc_id, created, changed = store.documents.upsert(doc)
                 if created:

@@ -72,11 +72,6 @@ class Documents:
             q = q.where(D.state == state)
         return [to_record(r) for r in q.limit(limit)]
 
-    def for_delivery(self, delivery_id: int) -> list[records.Document]:
-        D = models.Document
-        q = D.select().where(D.delivery == delivery_id).order_by(D.part)
-        return [to_record(r) for r in q]
-
     def upsert(self, doc: records.Document) -> tuple[int, bool, bool]:
         """Insert, or update the document with the same (delivery, part); call inside a
         transaction. Returns (id, created, changed): ``changed`` when the state moved (the

@@ -210,10 +210,6 @@ class Store:
         models.Message.update(auth=json.dumps(verdict, sort_keys=True)).where(
             models.Message.id == message_id).execute()
 
-    def message_auth(self, message_id: int) -> dict[str, Any]:
-        row = models.Message.get_by_id(message_id)
-        return dict(json.loads(row.auth or "{}"))
-
     # ---- reading ----------------------------------------------------------------------
     def message(self, message_id: int) -> records.Message | None:
         row = models.Message.get_or_none(models.Message.id == message_id)
@@ -235,11 +231,6 @@ class Store:
         if state is not None:
             q = q.where(models.Delivery.state == state)
         return [_delivery(r) for r in q.limit(limit)]
-
-    def count_deliveries(self) -> dict[str, int]:
-        D = models.Delivery
-        q = D.select(D.state, pw.fn.COUNT(D.id).alias("n")).group_by(D.state)
-        return {r.state: int(getattr(r, "n")) for r in q}  # noqa: B009 - alias column
 
     # ---- events -----------------------------------------------------------------------
     def add_event(self, kind: str, detail: str = "", *, actor: str = "facturd",
