@@ -56,26 +56,30 @@ def parse_address(address: str, domain: str) -> Address | None:
 
 
 class FolderDirectory:
-    """VAT -> folder id. Hits are answered from memory; a miss asks the database (in a thread)
-    so a folder added a second ago is already reachable."""
+    """VAT -> folder id. Hits are answered from memory; a miss asks the database for that one
+    VAT (in a thread), so a folder added a second ago is already reachable and a stream of
+    unknown recipients costs one indexed look-up each, not a reload of every folder."""
 
     def __init__(self, store: Store, ttl: float = 30.0) -> None:
         self.store = store
         self.ttl = ttl
-        self._known: dict[str, int] = {}
-        self._loaded_at = 0.0
+        self._known: dict[str, tuple[int, float]] = {}  # vat -> (folder id, looked up at)
 
     async def lookup(self, vat: str) -> int | None:
-        fresh = time.monotonic() - self._loaded_at < self.ttl
-        if fresh and vat in self._known:
-            return self._known[vat]
-        self._known = await asyncio.to_thread(self._load)
-        self._loaded_at = time.monotonic()
-        return self._known.get(vat)
+        hit = self._known.get(vat)
+        if hit is not None and time.monotonic() - hit[1] < self.ttl:
+            return hit[0]
+        folder_id = await asyncio.to_thread(self._find, vat)
+        if folder_id is None:
+            self._known.pop(vat, None)
+        else:
+            self._known[vat] = (folder_id, time.monotonic())
+        return folder_id
 
-    def _load(self) -> dict[str, int]:
+    def _find(self, vat: str) -> int | None:
         try:
-            return self.store.folder_ids_by_vat()
+            folder = self.store.folder_by_vat(vat)
+            return folder.id if folder else None
         finally:
             self.store.db.close()  # to_thread's pool threads come and go
 

@@ -121,9 +121,6 @@ class Store:
     def folders(self) -> list[records.Folder]:
         return [_folder(r) for r in models.Folder.select().order_by(models.Folder.vat)]
 
-    def folder_ids_by_vat(self) -> dict[str, int]:
-        return {r.vat: r.id for r in models.Folder.select(models.Folder.id, models.Folder.vat)}
-
     # ---- intake -----------------------------------------------------------------------
     def record_intake(self, items: Sequence[IntakeItem]) -> list[IntakeResult]:
         """Make a batch of received messages and their jobs durable, in one commit.
