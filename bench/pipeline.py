@@ -62,8 +62,8 @@ def run_facturd(files: list[bytes], tmp: Path) -> float:
         store.record_intake(items)
         worker = Worker(cfg, store, name="bench")
         started = time.perf_counter()
-        while (job := worker.claim()) is not None:
-            worker.process(job)
+        while jobs := worker.claim_batch():
+            worker.process_batch(jobs)
         elapsed = time.perf_counter() - started
         archived = len(store.documents.find(folder.id, "archived", limit=len(files) + 1))
         if archived != len(files):

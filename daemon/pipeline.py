@@ -297,7 +297,8 @@ def stage_dispose(work: Work) -> Outcome:
     return out
 
 
-STAGES: tuple[Stage, ...] = (
+# Reading: pure and possibly slow (DNS, OCR, schematron); runs before any transaction.
+READ_STAGES: tuple[Stage, ...] = (
     ("parse", stage_parse),
     ("authenticate", stage_authenticate),
     ("attachments", stage_attachments),
@@ -305,14 +306,20 @@ STAGES: tuple[Stage, ...] = (
     ("ocr", stage_ocr),
     ("recognize", stage_recognize),
     ("enrich", stage_enrich),
+)
+# Deciding: fast, reads the database; the worker runs these inside the transaction that
+# commits the results, so a duplicate processed just before in the same batch is seen.
+DECIDE_STAGES: tuple[Stage, ...] = (
     ("dedupe", stage_dedupe),
     ("decide", stage_decide),
     ("dispose", stage_dispose),
 )
+STAGES: tuple[Stage, ...] = READ_STAGES + DECIDE_STAGES
 
 
-def run_pipeline(work: Work) -> None:
-    for name, run in STAGES:
+def run_stages(work: Work, stages: tuple[Stage, ...]) -> None:
+    """Run ``stages`` in order, appending (stage, outcome, ms) to every item's trace."""
+    for name, run in stages:
         faults.hit(f"stage.{name}")
         started = time.perf_counter()
         outcome = run(work)
@@ -320,5 +327,11 @@ def run_pipeline(work: Work) -> None:
         for item in work.items:
             text = outcome if isinstance(outcome, str) else outcome.get(item.part, "")
             item.trace.append({"stage": name, "outcome": text, "ms": ms})
-    for item in work.items:
-        drop_scratch(item)
+    if stages and stages[-1] is STAGES[-1]:
+        for item in work.items:
+            drop_scratch(item)
+
+
+def run_pipeline(work: Work) -> None:
+    """Every stage, in order (the worker runs READ_STAGES and DECIDE_STAGES separately)."""
+    run_stages(work, STAGES)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.enrich import EnrichError, build_facturx_xml, enrich_pdf, validate_facturx_xml
 from daemon.ocr import OcrIncomplete, OcrSettings, ocr_document, read_text_layer
-from daemon.recognize import SupplierMemory, recognize
+from daemon.recognize import SupplierMemory, recognize, visible_total
 from daemon.split import cut_pdf, find_ranges
 from storage.lookups import supplier_facts
 
@@ -139,18 +139,18 @@ def stage_recognize(work: Work) -> Outcome:
         if not _text(item):
             out[item.part] = "no text" if item.file and not item.source else "not-needed"
             continue
-        rec = _recognize(work, item)
-        item.extra["language"] = rec.language
         if item.source:  # Factur-X: compare what the XML says with what the page shows
-            seen = rec.fields.get("total_gross")
+            seen, validated, item.extra["language"] = visible_total(_text(item))
             said = item.fields.get("total_gross")
-            if (rec.confident("total_gross") and seen is not None and said is not None
-                    and Decimal(str(seen)) != Decimal(str(said))):
+            if (validated and seen is not None and said is not None
+                    and seen != Decimal(str(said))):
                 item.extra["xml_text_mismatch"] = f"XML {said}, visible text {seen}"
                 out[item.part] = f"xml/text mismatch on total ({said} vs {seen})"
             else:
                 out[item.part] = "visible text agrees with the XML" if seen else "checked"
             continue
+        rec = _recognize(work, item)
+        item.extra["language"] = rec.language
         item.source = "ocr" if item.extra.get("text_source") == "ocr" else "text"
         for name in RECOGNIZED:
             item.fields[name] = _plain(rec.fields.get(name))

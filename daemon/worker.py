@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from daemon.approval import request_approval
 from daemon.auth import AuthSettings, authenticate
@@ -25,7 +27,7 @@ from daemon.decisions import ApprovalSettings
 from daemon.faults import TransientFault
 from daemon.logs import clean
 from daemon.mailparse import MailRejected, parse_mail
-from daemon.pipeline import PermanentError, Work, run_pipeline
+from daemon.pipeline import DECIDE_STAGES, READ_STAGES, PermanentError, Work, run_stages
 from daemon.reading import ReadingSettings
 from daemon.replies import handle_reply, is_reply_tag
 from daemon.settings import approval_settings, ocr_settings
@@ -39,6 +41,17 @@ log = logging.getLogger(__name__)
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     TransientFault, *TRANSIENT_ERRORS, OSError, TimeoutError)
+
+
+@dataclass
+class _Read:
+    """A job after its reading stages: Work to decide and save, or what to record."""
+
+    job: Job
+    work: Work | None = None
+    state: str | None = None  # already finished (a reply, a lost lease)
+    retry: str | None = None
+    quarantine: str | None = None
 
 
 class Worker:
@@ -62,40 +75,106 @@ class Worker:
                                           dns_timeout=a.dns_timeout_seconds,
                                           authserv_ids=a.authserv_ids, alignment=a.alignment)
 
-    # ---- one job (runs on the worker thread) ----------------------------------------------
+    # ---- jobs (run on the worker thread) ---------------------------------------------------
     def claim(self) -> Job | None:
         return self.queue.claim(self.name, self.cfg.worker.lease_seconds)
 
+    def claim_batch(self) -> list[Job]:
+        return self.queue.claim_many(self.name, self.cfg.worker.lease_seconds,
+                                     self.cfg.worker.batch_size)
+
     def process(self, job: Job) -> str:
         """Run one job to its end state; returns that state."""
+        return self.process_batch([job])[0]
+
+    def process_batch(self, jobs: list[Job]) -> list[str]:
+        """Run claimed jobs to their end states, committing results in segments: reading
+        (parse, DNS, OCR: no lock held) for as many jobs as fit in worker.batch_seconds, then
+        one transaction that decides and saves them all (one commit, one fsync)."""
+        states: list[str] = []
+        index = 0
+        while index < len(jobs):
+            started = time.monotonic()
+            segment: list[_Read] = []
+            while index < len(jobs) and (
+                    not segment or time.monotonic() - started < self.cfg.worker.batch_seconds):
+                segment.append(self._read(jobs[index]))
+                index += 1
+            states.extend(self._commit(segment))
+        return states
+
+    def _read(self, job: Job) -> _Read:
+        """The reading stages of one job, outside any transaction; errors are kept for
+        _commit, which records retries and quarantines with the other results."""
         max_attempts = self.cfg.worker.max_attempts
         if job.delivery.attempts > max_attempts:
-            return self._quarantine(job, f"gave up: the worker stopped {max_attempts} times "
+            return _Read(job, quarantine=f"gave up: the worker stopped {max_attempts} times "
                                          "while processing this message")
         try:
             folder = self.store.folder(job.delivery.folder_id)
             assert folder is not None, "deliveries reference folders (foreign key)"
             raw = self.store.blobs.get(job.message.sha256)
             if is_reply_tag(job.delivery.tag):
-                return self._reply(job, raw)
+                return _Read(job, state=self._reply(job, raw))
             work = Work(job=job, folder=folder, raw=raw, store=self.store,
                         auth_settings=self.auth_settings, now=self.store.clock(),
                         reading=self.reading)
-            run_pipeline(work)
-            self._save(work)
+            run_stages(work, READ_STAGES)
+            if not self.store.blobs_in_db:
+                self.store.blobs.put_many(work.blobs.items())
+            return _Read(job, work=work)
+        except LeaseLost:
+            log.warning("delivery %d: lease lost, results discarded", job.delivery.id)
+            return _Read(job, state="lease-lost")
+        except PermanentError as exc:
+            return _Read(job, quarantine=str(exc))
+        except (BlobMissing, BlobCorrupt) as exc:
+            return _Read(job, quarantine=f"original message unreadable: {exc}")
+        except TRANSIENT as exc:
+            return _Read(job, retry=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            log.exception("delivery %d: internal error", job.delivery.id)
+            return _Read(job, retry=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _commit(self, segment: list[_Read]) -> list[str]:
+        """Decide and save a segment's jobs in one transaction, each under a savepoint (a job
+        whose lease was lost, or whose saving failed, is rolled back alone)."""
+        states: list[str] = []
+        try:
+            with self.store.write_transaction():
+                for read in segment:
+                    states.append(self._finish(read))
+        except Exception as exc:  # the commit itself failed (disk full, database gone)
+            error = f"results not committed: {type(exc).__name__}: {exc}"
+            log.warning("%d job(s): %s", len(segment), clean(error))
+            return [r.state if r.state is not None else self._retry_or_wait(r.job, error)
+                    for r in segment]
+        self.processed += sum(1 for s in states if s == records.DONE)
+        return states
+
+    def _finish(self, read: _Read) -> str:
+        job = read.job
+        if read.state is not None:
+            return read.state
+        if read.quarantine is not None:
+            return self._quarantine(job, read.quarantine)
+        if read.retry is not None:
+            return self._retry(job, read.retry)
+        assert read.work is not None
+        try:
+            with self.store.write_transaction():  # a savepoint inside _commit's transaction
+                run_stages(read.work, DECIDE_STAGES)
+                self._save(read.work)
         except LeaseLost:
             log.warning("delivery %d: lease lost, results discarded", job.delivery.id)
             return "lease-lost"
         except PermanentError as exc:
             return self._quarantine(job, str(exc))
-        except (BlobMissing, BlobCorrupt) as exc:
-            return self._quarantine(job, f"original message unreadable: {exc}")
         except TRANSIENT as exc:
             return self._retry(job, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("delivery %d: internal error", job.delivery.id)
             return self._retry(job, f"internal error: {type(exc).__name__}: {exc}")
-        self.processed += 1
         return records.DONE
 
     def _reply(self, job: Job, raw: bytes) -> str:
@@ -121,8 +200,6 @@ class Worker:
 
     def _save(self, work: Work) -> None:
         store = self.store
-        if not store.blobs_in_db:
-            store.blobs.put_many(work.blobs.items())
         delivery = work.job.delivery
         with store.write_transaction():
             if store.blobs_in_db:
@@ -171,6 +248,16 @@ class Worker:
                                  folder_id=job.delivery.folder_id, delivery_id=job.delivery.id)
         return records.QUEUED
 
+    def _retry_or_wait(self, job: Job, error: str) -> str:
+        """Record a retry; when even that cannot be written, the lease runs out and another
+        claim retries the job."""
+        try:
+            return self._retry(job, error)
+        except Exception as exc:
+            log.warning("delivery %d: retry not recorded (%s); it is taken again when its "
+                        "lease expires", job.delivery.id, clean(str(exc)))
+            return "lease-expiry"
+
     def _quarantine(self, job: Job, reason: str) -> str:
         log.error("delivery %d quarantined: %s", job.delivery.id, clean(reason))
         with contextlib.suppress(LeaseLost), self.store.write_transaction():
@@ -191,27 +278,29 @@ class Worker:
                         await loop.run_in_executor(
                             pool, self.queue.requeue_auth_pending, self.cfg.auth.reverify_seconds)
                 try:
-                    job = await loop.run_in_executor(pool, self.claim)
+                    jobs = await loop.run_in_executor(pool, self.claim_batch)
                 except TRANSIENT as exc:
                     log.warning("cannot claim jobs: %s", clean(str(exc)))
-                    job = None
-                if job is None:
+                    jobs = []
+                if not jobs:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.cfg.worker.poll_seconds)
                     continue
-                await self._run_job(loop, pool, job)
+                await self._run_jobs(loop, pool, jobs)
             await loop.run_in_executor(pool, self.store.db.close)
 
-    async def _run_job(self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor,
-                       job: Job) -> None:
-        task = loop.run_in_executor(pool, self.process, job)
+    async def _run_jobs(self, loop: asyncio.AbstractEventLoop, pool: ThreadPoolExecutor,
+                        jobs: list[Job]) -> None:
+        task = loop.run_in_executor(pool, self.process_batch, jobs)
         period = self.cfg.worker.lease_seconds / 3
         while True:
             done, _ = await asyncio.wait({task}, timeout=period)
             if done:
                 await task
                 return
-            await asyncio.to_thread(self.queue.renew, job, self.cfg.worker.lease_seconds)
+            with contextlib.suppress(*TRANSIENT):
+                await asyncio.to_thread(self.queue.renew_many, jobs,
+                                        self.cfg.worker.lease_seconds)
 
 
 async def run_worker(cfg: Config, store: Store, stop: asyncio.Event) -> None:

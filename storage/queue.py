@@ -47,32 +47,51 @@ class Queue:
                 | ((D.state == records.RUNNING) & (D.lease_until < now)))
 
     def claim(self, worker: str, lease_seconds: float) -> Job | None:
+        jobs = self.claim_many(worker, lease_seconds, 1)
+        return jobs[0] if jobs else None
+
+    def claim_many(self, worker: str, lease_seconds: float, limit: int) -> list[Job]:
+        """Up to ``limit`` due jobs in one transaction (one commit for the whole batch), oldest
+        first. Each one counts an attempt. Committed before any of them is processed, so a
+        message that kills the worker still reaches max_attempts."""
         D = models.Delivery
         with self.store.write_transaction():
-            q = D.select(D.id).where(self._claimable()).order_by(D.next_attempt_at, D.id).limit(1)
+            q = (D.select(D.id).where(self._claimable()).order_by(D.next_attempt_at, D.id)
+                 .limit(max(1, limit)))
             if self.store.is_postgres:
                 q = q.for_update(skip_locked=True)
-            row = q.first()
-            if row is None:
-                return None
+            ids = [int(row.id) for row in q]
+            if not ids:
+                return []
             now = self.store.clock()
-            changed = (D.update(state=records.RUNNING, leased_by=worker,
-                                lease_until=now + timedelta(seconds=lease_seconds),
-                                attempts=D.attempts + 1, updated_at=now)
-                       .where((D.id == row.id) & self._claimable()).execute())
-            if not changed:
-                return None
-            delivery: Any = D.get_by_id(row.id)
-            message = models.Message.get_by_id(delivery.message_id)
-        return Job(_delivery(delivery), _message(message), worker)
+            (D.update(state=records.RUNNING, leased_by=worker,
+                      lease_until=now + timedelta(seconds=lease_seconds),
+                      attempts=D.attempts + 1, updated_at=now)
+             .where(D.id.in_(ids) & self._claimable()).execute())
+            # The rows are locked (SKIP LOCKED / the SQLite write lock): all were taken.
+            deliveries: list[Any] = list(
+                D.select().where(D.id.in_(ids) & (D.leased_by == worker)
+                                 & (D.state == records.RUNNING))
+                .order_by(D.next_attempt_at, D.id))
+            messages = {int(m.id): m for m in models.Message.select().where(
+                models.Message.id.in_({int(d.message_id) for d in deliveries}))}
+        return [Job(_delivery(d), _message(messages[int(d.message_id)]), worker)
+                for d in deliveries]
 
     def renew(self, job: Job, lease_seconds: float) -> bool:
+        return self.renew_many([job], lease_seconds) == 1
+
+    def renew_many(self, jobs: list[Job], lease_seconds: float) -> int:
+        """Extend the leases this worker still holds; returns how many it still holds."""
+        if not jobs:
+            return 0
         D = models.Delivery
         now = self.store.clock()
         with self.store.write_transaction():
-            return bool(D.update(lease_until=now + timedelta(seconds=lease_seconds))
-                        .where((D.id == job.delivery.id) & (D.leased_by == job.worker)
-                               & (D.state == records.RUNNING)).execute())
+            return int(D.update(lease_until=now + timedelta(seconds=lease_seconds))
+                       .where(D.id.in_([j.delivery.id for j in jobs])
+                              & (D.leased_by == jobs[0].worker)
+                              & (D.state == records.RUNNING)).execute())
 
     def finish(self, job: Job, state: str, error: str = "",
                retry_in: float | None = None) -> None:

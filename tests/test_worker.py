@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import smtplib
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import DOMAIN, VAT, Facturd
+from daemon import config
+from daemon.worker import Worker
+from storage.queue import Queue
+from storage.records import IntakeItem, Recipient
+from storage.store import Store
+from tests.conftest import DOMAIN, VAT, Clock, Facturd
 from tests.factories import make_facturx_pdf
 from tests.mails import crlf, invoice_mail
 
@@ -207,3 +214,83 @@ def test_every_profile_reaches_archive(facturd: Facturd, profile: str) -> None:
     [doc] = documents(facturd)
     assert doc["number"] == f"P-{profile}" and doc["total_gross"] == "120.00"
     assert doc["state"] == "archived"
+
+
+# ---- batches: many jobs, one transaction ------------------------------------------------------
+
+def _batch_worker(tmp_path: Path, store: Store, extra: str = "") -> Worker:
+    cfg_file = tmp_path / "facturd.toml"
+    cfg_file.write_text(f'state_dir = "{tmp_path}/state"\ndomain = "{DOMAIN}"\n'
+                        f'[auth]\nnameservers = ["127.0.0.1:9"]\ndns_timeout_seconds = 0.2\n'
+                        f'[worker]\nlease_seconds = 60\n{extra}')
+    return Worker(config.load(cfg_file, environ={}), store, name="batch-test")
+
+
+def _queue_mails(store: Store, folder_id: int, mails: list[bytes]) -> None:
+    store.record_intake([
+        IntakeItem(raw=raw, sha256=hashlib.sha256(raw).hexdigest(),
+                   mail_from="billing@vendor.test", recipients=(Recipient(folder_id, TO, ""),),
+                   protocol="smtp", peer="127.0.0.1", helo="vendor.test", filename="")
+        for raw in mails])
+
+
+def test_a_batch_sees_the_duplicates_it_made_itself(tmp_path: Path, store: Store) -> None:
+    """GIVEN three mails claimed in one batch, the third carrying the same PDF as the first
+    WHEN the batch is processed (one transaction for all) THEN the third is recognised as a
+    duplicate of the first, which is not committed yet when the third is decided."""
+    folder = store.add_folder(VAT, "Acme SAS", mode="automatic")
+    same = make_facturx_pdf(number="F-SAME")
+    mails = [invoice_mail(to=TO, attachments=[("a.pdf", "application/pdf", pdf)]).as_bytes()
+             for pdf in (same, make_facturx_pdf(number="F-OTHER"), same)]
+    _queue_mails(store, folder.id, mails)
+    worker = _batch_worker(tmp_path, store)
+    jobs = worker.claim_batch()
+    assert len(jobs) == 3 and all(j.delivery.attempts == 1 for j in jobs)
+    assert worker.process_batch(jobs) == ["done", "done", "done"]
+    docs = sorted(store.documents.find(folder.id), key=lambda d: d.id)
+    assert [d.number for d in docs] == ["F-SAME", "F-OTHER", "F-SAME"]
+    assert [d.state for d in docs[:2]] == ["archived", "archived"]
+    assert docs[2].state != "archived" and docs[2].duplicate_of == docs[0].id
+
+
+def test_a_lost_lease_discards_only_that_job_of_the_batch(tmp_path: Path, store: Store,
+                                                          clock: Clock) -> None:
+    """GIVEN a batch of two whose first lease expired and was taken by another worker WHEN
+    the batch is processed THEN the first job's results are discarded (the other worker
+    owns it) and the second is committed."""
+    folder = store.add_folder(VAT, "Acme SAS", mode="automatic")
+    _queue_mails(store, folder.id, [
+        invoice_mail(to=TO, attachments=[("a.pdf", "application/pdf",
+                                          make_facturx_pdf(number=n))]).as_bytes()
+        for n in ("F-1", "F-2")])
+    worker = _batch_worker(tmp_path, store)
+    jobs = worker.claim_batch()
+    clock.advance(61)  # both leases expired; another worker takes the first job only
+    taken = Queue(store).claim("other", lease_seconds=60)
+    assert taken is not None and taken.delivery.id == jobs[0].delivery.id
+    assert worker.process_batch(jobs) == ["lease-lost", "done"]
+    [doc] = store.documents.find(folder.id)
+    assert doc.number == "F-2" and doc.state == "archived"
+
+
+def test_one_bad_message_in_a_batch_does_not_hold_back_the_others(tmp_path: Path,
+                                                                   store: Store) -> None:
+    """A MIME depth bomb between two good mails: quarantined with its reason; the two
+    invoices around it are archived in the same batch."""
+    folder = store.add_folder(VAT, "Acme SAS", mode="automatic")
+    inner = invoice_mail(to=TO)
+    for _ in range(30):  # MIME nesting deeper than the parser's limit
+        outer = EmailMessage()
+        outer["From"] = "billing@vendor.test"
+        outer.add_attachment(inner)
+        inner = outer
+    bomb = inner.as_bytes()
+    good = [invoice_mail(to=TO, attachments=[("a.pdf", "application/pdf",
+                                              make_facturx_pdf(number=n))]).as_bytes()
+            for n in ("F-A", "F-B")]
+    _queue_mails(store, folder.id, [good[0], bomb, good[1]])
+    worker = _batch_worker(tmp_path, store)
+    assert worker.process_batch(worker.claim_batch()) == ["done", "quarantined", "done"]
+    assert "too-deep" in "".join(j.last_error for j in store.deliveries())
+    assert sorted(d.number or "" for d in store.documents.find(folder.id, "archived")) == [
+        "F-A", "F-B"]

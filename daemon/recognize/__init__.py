@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from daemon.recognize.model import CONFIDENT, FIELDS, Recognition, SupplierMemory
 from daemon.recognize.pdftext import UnreadablePdf, read_pdf_text
-from daemon.recognize.recognizer import recognize
+from daemon.recognize.recognizer import recognize, visible_total
 
 __all__ = ["CONFIDENT", "FIELDS", "Recognition", "SupplierMemory", "UnreadablePdf",
-           "read_pdf_text", "recognize"]
+           "read_pdf_text", "recognize", "visible_total"]

@@ -290,6 +290,8 @@ def find_labels(doc: Doc) -> dict[int, list[Hit]]:
         line = _MASK.sub(lambda m: "_" * len(m.group(0)), line)
         raw: list[Hit] = []
         for role, pattern, strength in _COMPILED:
+            if pattern.search(line) is None:  # most patterns miss: skip the iterator
+                continue
             raw.extend(Hit(role, index, m.start(), m.end(), strength)
                        for m in pattern.finditer(line) if m.end() > m.start())
         raw.sort(key=lambda h: (-(h.end - h.start), -h.strength))

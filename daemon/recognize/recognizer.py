@@ -20,7 +20,7 @@ from decimal import Decimal
 from daemon.recognize import fields as readers
 from daemon.recognize import ids
 from daemon.recognize.lexicon import find_labels
-from daemon.recognize.model import FIELDS, Recognition, SupplierMemory
+from daemon.recognize.model import CONFIDENT, FIELDS, Recognition, SupplierMemory
 from daemon.recognize.parties import find_parties
 from daemon.recognize.text import make_doc
 from daemon.recognize.totals import reconcile
@@ -88,6 +88,16 @@ def recognize(text: str, *, memory: SupplierMemory | None = None, today: date | 
     fields = {name: values[name] for name in FIELDS if name in values}
     confidence = {name: round(conf.get(name, 0.0), 3) for name in fields}
     return Recognition(fields, confidence, lang, tuple(dict.fromkeys(problems)))
+
+
+def visible_total(text: str) -> tuple[Decimal | None, bool, str]:
+    """(grand total, validated?, language) read from the text alone: the cross-check of a
+    Factur-X PDF's visible page against its XML needs only the totals, not the parties,
+    dates or supplier memory that ``recognize`` also reads."""
+    doc = make_doc(text[:MAX_CHARS])
+    totals = reconcile(doc, find_labels(doc))
+    validated = totals.confidence.get("total_gross", 0.0) >= CONFIDENT
+    return totals.gross, validated, readers.language(doc)
 
 
 def _apply_memory(memory: SupplierMemory, values: dict[str, object], conf: dict[str, float],
