@@ -1,8 +1,11 @@
 """The work role: claim deliveries, run the pipeline, commit results exactly once.
 
-Job: loop on the job queue; run each job's pipeline on a dedicated thread (the event loop
-only waits), renew the lease while it runs, and commit the documents, their events and the
-job's end state in one transaction guarded by the lease. Errors say what happens next:
+Job: loop on the job queue; claim jobs in batches and run them on a dedicated thread (the
+event loop only waits), renew the leases while they run, and commit each job's documents,
+events and end state in a transaction guarded by its lease. The reading stages run outside
+any transaction; the deciding stages and the saves of a segment of jobs (those read within
+worker.batch_seconds) share one transaction, one savepoint per job, so many small jobs cost
+one commit and a duplicate made earlier in the same batch is seen. Errors say what happens next:
 transient (database busy, disk full, injected faults) -> retried with doubling backoff;
 permanent (a mail that cannot be processed safely) -> quarantined at once with its reason;
 anything else -> retried, then quarantined as an internal error. The original message is
