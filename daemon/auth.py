@@ -51,10 +51,11 @@ from daemon.dkimcheck import (
 )
 from daemon.logs import clean
 
-__all__ = ["AuthSettings", "AuthVerdict", "SignatureCheck", "authenticate"]
+__all__ = ["AuthSettings", "AuthVerdict", "SignatureCheck", "authenticate",
+           "authenticate_delivery"]
 
 RESULTS = ("pass", "fail", "none", "temperror")
-METHODS = ("dkim", "authentication-results", "")
+METHODS = ("dkim", "authentication-results", "internal", "")
 SIGNATURE_RESULTS = ("pass", "fail", "temperror", "permerror", "policy")
 # RFC 5322 §3.6 fields that may appear at most once, plus the MIME headers that decide what a
 # reader sees: an extra copy above a signed one is not covered by the signature.
@@ -89,7 +90,7 @@ class AuthSettings:
 @dataclass(frozen=True)
 class AuthVerdict:
     result: str  # pass | fail | none | temperror
-    method: str  # dkim | authentication-results | ""
+    method: str  # dkim | authentication-results | internal | ""
     from_address: str | None  # the single From mailbox, lower-case, A-label domain
     from_domain: str | None
     aligned_domain: str | None  # d= (or AR header.d/header.from) that passed and aligned
@@ -166,6 +167,30 @@ def authenticate(raw: bytes, settings: AuthSettings,
                         problems)
     evidence.append("no DKIM signature and no trusted Authentication-Results")
     return _verdict("none", "", from_address, from_domain, None, checks, evidence, problems)
+
+
+def authenticate_delivery(raw: bytes, settings: AuthSettings, *, protocol: str,
+                          envelope_from: str) -> AuthVerdict:
+    """The verdict for one stored delivery: ``authenticate`` for mail that came over SMTP or
+    LMTP; for protocol ``internal`` (a sales invoice one hosted folder sent to another,
+    written by daemon/sales.py: no listener or command can store that protocol) a pass for
+    the From address, which must be exactly the envelope sender facturd recorded
+    (``<seller VAT>@<domain>``). Nothing is looked up in DNS for internal mail."""
+    if protocol != "internal":
+        return authenticate(raw, settings)
+    headers, header_problem = split_headers(raw)
+    from_address, from_domain, from_problem = find_from_address(headers)
+    problems = [p for p in (header_problem, from_problem) if p]
+    problems += find_duplicate_singletons(headers)
+    expected = envelope_from.strip().lower()
+    evidence = [f"delivered internally by facturd from {clean(expected, 200)}"]
+    if from_address != expected:
+        problems.append(f"From {clean(from_address or '?', 200)} is not the sending folder's "
+                        "address")
+    if problems or from_domain is None:
+        return _verdict("fail", "", from_address, from_domain, None, (), evidence, problems)
+    return _verdict("pass", "internal", from_address, from_domain, from_domain, (), evidence,
+                    [])
 
 
 def _verdict(result: str, method: str, from_address: str | None, from_domain: str | None,

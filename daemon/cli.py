@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp = docs.add_parser("paid", help="mark an archived purchase invoice as paid")
     dp.add_argument("id", type=int)
     dp.add_argument("--date", help="payment date YYYY-MM-DD (default: today)")
+    dsend = docs.add_parser("send", help="send a draft sales invoice to its customer")
+    dsend.add_argument("id", type=int)
+    dsend.add_argument("--to", metavar="ADDRESS",
+                       help="mail it to this address (default: the customer's folder here, "
+                            "else the partner's e-mail address)")
     ds = docs.add_parser("show", help="one document: fields, state, trace and events")
     ds.add_argument("id", type=int)
     ds.add_argument("--json", action="store_true")
@@ -284,6 +289,8 @@ def cmd_import(args: argparse.Namespace, cfg: config_mod.Config, store: Store) -
 def cmd_documents(args: argparse.Namespace, store: Store, cfg: config_mod.Config) -> int:
     if args.action == "paid":
         return cmd_paid(args, store, cfg)
+    if args.action == "send":
+        return cmd_send(args, store, cfg)
     folders = {f.id: f.vat for f in store.folders()}
     if args.action == "list":
         folder_id = _folder_or_fail(store, args.folder) if args.folder else None
@@ -366,4 +373,22 @@ def cmd_paid(args: argparse.Namespace, store: Store, cfg: config_mod.Config) -> 
     except DecisionError as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
     print(f"document {args.id}: {state} on {on.isoformat()}")
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, store: Store, cfg: config_mod.Config) -> int:
+    """``documents send ID [--to ADDRESS]``: 4 no such document, 2 bad address, 1 not a
+    sendable draft (already sent, a purchase invoice, no customer address: the message says)."""
+    from daemon.sales import NotSendable, UnknownDocument, send_document
+    from daemon.settings import sales_settings
+
+    try:
+        outcome = send_document(store, sales_settings(cfg), args.id, to=args.to, by="cli")
+    except UnknownDocument as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    except NotSendable as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+    except ValueError as exc:
+        raise CliError(f"--to: {exc}", EXIT_USAGE) from None
+    print(f"document {args.id}: {outcome.detail}")
     return EXIT_OK

@@ -11,6 +11,8 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from daemon import mailer
+from daemon.sales import check_pay_link_template
 from daemon.vat import InvalidVat, normalize_vat
 from storage.policy import FOLDER_SETTINGS, Policy
 from storage.records import MODES
@@ -52,6 +54,10 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--domain", action="append", default=[],
                      help="authenticated sending domain (repeatable)")
     add.add_argument("--trusted", action="store_true")
+    add.add_argument("--language", default="fr", choices=("fr", "en"),
+                     help="language of the invoices sent to this customer")
+    add.add_argument("--pay-button", action="store_true",
+                     help="show the folder's pay link in invoices sent to this customer")
     for action in ("trust", "untrust"):
         p = partner.add_parser(action, help=f"{action} a partner")
         p.add_argument("vat", help="the folder")
@@ -88,6 +94,11 @@ def parse_setting(text: str) -> tuple[str, Any]:
         if bad:
             raise PolicyError(f"{key}: not email addresses: {', '.join(bad)}")
         return key, items
+    if key == "pay_link_template":
+        try:
+            return key, check_pay_link_template(raw)
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
     if key == "mode":
         raw = raw.replace("-", "_")
     if key in CHOICES and raw not in CHOICES[key]:
@@ -132,10 +143,17 @@ def run(args: argparse.Namespace, store: Store, folder_id: int) -> int:
             except InvalidVat as exc:
                 raise PolicyError(str(exc)) from None
         siren = args.siren or (vat[4:] if vat.startswith("FR") and len(vat) == 13 else "")
+        if args.email:
+            try:
+                mailer.addr_spec(args.email.strip())
+            except ValueError:
+                raise PolicyError(f"--email: {args.email!r} is not one e-mail address "
+                                  "(invoices to this customer are sent there)") from None
         p = policy.add_partner(folder_id, args.name, vat=vat, siren=siren, email=args.email,
-                               domains=tuple(args.domain), trusted=args.trusted)
+                               domains=tuple(args.domain), trusted=args.trusted,
+                               language=args.language, pay_button=args.pay_button)
         print(f"partner {p.id} {p.name} {p.vat or p.siren}"
-              + (" (trusted)" if p.trusted else ""))
+              + (" (trusted)" if p.trusted else "") + (" (pay button)" if p.pay_button else ""))
         return 0
     found = policy.partner(folder_id, args.partner)
     if found is None:

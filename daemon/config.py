@@ -142,6 +142,7 @@ class WorkerConfig:
     poll_seconds: float = 1.0
     batch_size: int = 32
     batch_seconds: float = 0.5
+    schedule_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ _MINIMUM: dict[str, float] = {
     "worker.max_attempts": 1,
     "worker.backoff_seconds": 0,
     "worker.poll_seconds": 0.01,
+    "worker.schedule_seconds": 0.1,
     "worker.batch_size": 1,
     "worker.batch_seconds": 0,
     "auth.dns_timeout_seconds": 0.1,

@@ -71,6 +71,7 @@ _LOCAL = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})+$")
 _MSGID = re.compile(r"^<[!-;=?-~]+@[!-;=?-~]+>$")
+_CID = re.compile(r"^[A-Za-z0-9._-]{1,64}@[A-Za-z0-9.-]{1,190}$")
 _MIME = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LANG = re.compile(r"^[a-z]{2,3}$")
@@ -299,8 +300,11 @@ def compose(rendered: Rendered, *, sender: str, to: Sequence[str], reply_to: str
             message_id: str, in_reply_to: str | None = None, references: Sequence[str] = (),
             attachments: Sequence[tuple[str, str, bytes]] = (),
             auto_submitted: str = "auto-generated", dkim: DkimSigner | None = None,
-            date: datetime | None = None) -> bytes:
-    """The message bytes (CRLF). ``attachments`` are (filename, media type, bytes).
+            date: datetime | None = None,
+            inline_images: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """The message bytes (CRLF). ``attachments`` are (filename, media type, bytes);
+    ``inline_images`` are (Content-ID without brackets, PNG bytes) that the HTML part shows
+    as ``cid:`` images (multipart/related: mail clients block remote and data: images).
 
     ValueError on any unsafe value (bad address, message id, Auto-Submitted value, or a
     header block that does not parse back to the headers we set). ``dkim``: sign now — only
@@ -328,6 +332,14 @@ def compose(rendered: Rendered, *, sender: str, to: Sequence[str], reply_to: str
         msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
+    if inline_images:
+        html_part = msg.get_body(("html",))
+        assert html_part is not None
+        for cid, png in inline_images:
+            if not _CID.match(cid):
+                raise ValueError(f"invalid Content-ID {cid!r}")
+            html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>",
+                                  disposition="inline")
     for filename, media_type, data in attachments:
         media_type = media_type.lower()
         maintype, _, subtype = (media_type if _MIME.match(media_type)

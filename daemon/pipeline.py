@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from daemon import faults
-from daemon.auth import AuthSettings, AuthVerdict, authenticate
+from daemon.auth import AuthSettings, AuthVerdict, authenticate_delivery
 from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import InvoiceFile, MailRejected, ParsedMail, parse_file, parse_mail
 from daemon.reading import ReadingSettings, drop_scratch, stage_enrich, stage_ocr, stage_recognize
@@ -120,7 +120,9 @@ def stage_parse(work: Work) -> Outcome:
 def stage_authenticate(work: Work) -> Outcome:
     if work.imported:
         return "not applicable (imported by the company)"
-    work.verdict = v = authenticate(work.raw, work.auth_settings)
+    work.verdict = v = authenticate_delivery(  # "internal": daemon/sales.py, see auth.py
+        work.raw, work.auth_settings, protocol=work.job.message.protocol,
+        envelope_from=work.job.message.mail_from)
     domain = f" d={v.aligned_domain}" if v.aligned_domain else ""
     return f"{v.result} ({v.method or 'no method'}{domain})"
 

@@ -1,17 +1,22 @@
-"""The scheduler: accountant shares and digests, every ``interval`` seconds, in the daemon.
+"""The scheduler: sales invoices, accountant shares and digests, every ``interval`` seconds.
 
-Job: once per tick, on a worker thread, run ``share_due`` (daemon/sharing.py) then
-``send_digests`` (daemon/digest.py) with the time given by ``clock``. Both decide for
-themselves what is due, so a tick that finds nothing to do costs a few queries.
+Job: once per tick, on a worker thread, run ``send_ready`` (daemon/sales.py: new sales drafts
+sent, or declined once with the reason; skipped when no settings are given), then
+``share_due`` (daemon/sharing.py), then ``send_digests`` (daemon/digest.py) with the time
+given by ``clock``. Each decides for itself what is due, so a tick that finds nothing to do
+costs a few queries. Sales go first so that an invoice delivered to a hosted customer in
+this tick is shared with the accountant in the same tick.
 
-May touch: what those two touch (the outbox, ``shared_at``, ``last_digest_at``, approval
-tokens, events), always from its own thread, never on the event loop.
+May touch: what those three touch (the outbox, document states, internal deliveries,
+``shared_at``, ``last_digest_at``, approval tokens, events), always from its own thread,
+never on the event loop.
 
-Errors: each tick is independent: a failing share does not stop the digests; an exception is
-logged and the same work is tried again at the next tick (nothing is marked done unless its
-transaction committed). Several schedulers (several nodes, or the daemon and the systemd
-timer ``facturd-digest.timer``) are safe: digests use a compare-and-set on
-``last_digest_at`` and shares a conditional ``shared_at`` update.
+Errors: each tick is independent: failing sales or shares do not stop the digests; an
+exception is logged and the same work is tried again at the next tick (nothing is marked
+done unless its transaction committed). Several schedulers (several nodes, or the daemon and
+the systemd timer ``facturd-digest.timer``) are safe: digests use a compare-and-set on
+``last_digest_at``, shares a conditional ``shared_at`` update and sales a compare-and-set on
+the document's version and state.
 
 Known limits: one dedicated thread (so one database connection, closed at the end) rather
 than ``asyncio.to_thread``'s shared pool, where peewee would open a connection per pool
@@ -29,6 +34,7 @@ from datetime import UTC, datetime
 
 from daemon.digest import DigestSettings, send_digests
 from daemon.logs import clean
+from daemon.sales import SalesSettings, send_ready
 from daemon.sharing import ShareSettings, share_due
 from storage.db import TRANSIENT_ERRORS
 from storage.store import Store
@@ -41,8 +47,18 @@ def utc_now() -> datetime:
 
 
 def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSettings,
-         now: datetime) -> None:
-    """One round: shares, then digests; blocking (run it on a worker thread)."""
+         now: datetime, sales_settings: SalesSettings | None = None) -> None:
+    """One round: sales invoices, shares, then digests; blocking (run it on a worker
+    thread)."""
+    if sales_settings is not None:
+        try:
+            for sale in send_ready(store, sales_settings, now):
+                log.info("scheduler: sales document %d %s: %s", sale.document_id,
+                         sale.result, clean(sale.detail))
+        except TRANSIENT_ERRORS as exc:
+            log.warning("scheduler: sales invoices postponed: %s", clean(str(exc)))
+        except Exception:
+            log.exception("scheduler: sales invoices failed; retried at the next tick")
     try:
         for shared in share_due(store, share_settings, now):
             if shared.error:
@@ -65,16 +81,18 @@ def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSet
 async def run_scheduler(store: Store, digest_settings: DigestSettings,
                         share_settings: ShareSettings, stop: asyncio.Event,
                         clock: Callable[[], datetime] = utc_now,
-                        interval: float = 60.0) -> None:
+                        interval: float = 60.0,
+                        sales_settings: SalesSettings | None = None) -> None:
     """Tick every ``interval`` seconds until ``stop`` is set (a tick in progress ends)."""
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
-    log.info("scheduler: digests and accountant shares every %gs", interval)
+    log.info("scheduler: %sdigests and accountant shares every %gs",
+             "sales invoices, " if sales_settings is not None else "", interval)
     try:
         while not stop.is_set():
             try:
                 await loop.run_in_executor(pool, tick, store, digest_settings,
-                                           share_settings, clock())
+                                           share_settings, clock(), sales_settings)
             except Exception:  # tick() catches its own; this is the clock or the pool
                 log.exception("scheduler: tick failed; retried in %gs", interval)
             with contextlib.suppress(asyncio.TimeoutError):

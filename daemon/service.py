@@ -4,8 +4,9 @@ Job: open storage (migrations applied), take the role lock, start the listeners 
 background tasks of the requested roles, tell systemd we are ready, keep the watchdog fed,
 and on SIGTERM/SIGINT stop accepting, let in-flight transactions finish, then exit.
 
-Roles: receive (SMTP/LMTP intake), work (pipeline, replies, digests and accountant sharing),
-web (approval pages), send (outgoing mail). ``serve`` runs them all.
+Roles: receive (SMTP/LMTP intake), work (pipeline, replies, and the scheduler: sales
+invoices, digests and accountant sharing), web (approval pages), send (outgoing mail).
+``serve`` runs them all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from daemon import sdnotify
 from daemon.config import Config
 from daemon.intake import FolderDirectory, IntakeHandler, ReplyTokens, SpaceGuard
 from daemon.listeners import SessionLimits, start_listener
-from daemon.settings import approval_settings, send_settings
+from daemon.settings import approval_settings, sales_settings, send_settings
 from daemon.writer import IntakeWriter
 from storage.store import Store
 
@@ -87,7 +88,8 @@ async def run(cfg: Config, roles: tuple[str, ...],
 
             ttl = timedelta(days=cfg.web.token_ttl_days)
             tasks.append(asyncio.create_task(run_scheduler(
-                store, digest_settings(cfg, cfg.public_url, ttl), share_settings(cfg), stop),
+                store, digest_settings(cfg, cfg.public_url, ttl), share_settings(cfg), stop,
+                interval=cfg.worker.schedule_seconds, sales_settings=sales_settings(cfg)),
                 name="scheduler"))
         if "web" in roles and cfg.web_listen is not None:
             from daemon.web import run_web

@@ -9,6 +9,7 @@ from daemon.decisions import ApprovalSettings
 from daemon.mailer import template_dirs
 from daemon.ocr import OcrSettings
 from daemon.outbox import SendSettings
+from daemon.sales import SalesSettings
 
 
 def approval_settings(cfg: Config) -> ApprovalSettings:
@@ -31,6 +32,11 @@ def send_settings(cfg: Config) -> SendSettings:
         dkim_domain=o.dkim_domain, dkim_selector=o.dkim_selector,
         dkim_private_key_file=o.dkim_private_key_file,
         template_dirs=template_dirs(cfg.templates_dir or None), poll_seconds=o.poll_seconds)
+
+
+def sales_settings(cfg: Config) -> SalesSettings:
+    return SalesSettings(domain=cfg.domain,
+                         template_dirs=template_dirs(cfg.templates_dir or None))
 
 
 def ocr_settings(cfg: Config) -> OcrSettings:

@@ -1,4 +1,4 @@
-"""Accountant sharing: archived documents mailed to the folder's accountant, each once.
+"""Accountant sharing: archived (and sent) documents mailed to the folder's accountant, once.
 
 Job: ``share_documents`` builds ONE mail to ``accountant_email`` with each document's
 enriched Factur-X PDF (the ``enriched_sha256`` blob) or, without one, the original file, plus
@@ -14,8 +14,10 @@ Decisions (the issue is silent on these):
     transaction, each document is claimed with ``UPDATE ... WHERE shared_at IS NULL``; only
     the documents this call claimed go out (recomposed if another call took some), and the
     enqueue is in that same transaction.
-  * Shareable = state "archived" or "paid" (a paid invoice was archived before; it must not
-    be skipped because it was paid before the share ran), both directions.
+  * Shareable = state "archived", "sent" or "paid" (a paid invoice was archived before; it
+    must not be skipped because it was paid before the share ran), both directions. A sales
+    invoice is archived when sent (DESIGN.md): "sent" is its archived state; a draft, or one
+    still "sending" (not yet accepted by the relay), is not shared.
   * One mail carries at most ``max_documents`` files and ``max_attachment_bytes`` of them
     (relays often refuse more than 10-25 MB); ``share_due`` sends as many mails as needed.
     A single larger file still goes, alone.
@@ -31,8 +33,7 @@ Decisions (the issue is silent on these):
     with ' (CSV formula injection); control characters become spaces.
   * The name shown per document is the counterparty: seller (purchase) or buyer (sales).
 
-Known limits: the ``storage.models`` queries belong in storage/ (see daemon/digest.py);
-turning on sharing for a folder with a long history shares all of it.
+Known limits: turning on sharing for a folder with a long history shares all of it.
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ import jinja2
 
 from daemon import mailer
 from daemon.digest import scheduled_slot, utc_naive
-from storage import models
 from storage.blobs import BlobCorrupt, BlobMissing, sha256_hex
-from storage.documents import to_record
 from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.records import Document
@@ -64,7 +63,7 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-SHAREABLE = ("archived", "paid")
+SHAREABLE = ("archived", "sent", "paid")
 CSV_COLUMNS = {
     "en": ("id", "direction", "number", "issue date", "due date", "seller", "seller VAT",
            "buyer", "net", "tax", "gross", "currency", "state", "file", "original sha256"),
@@ -135,31 +134,6 @@ def summary_csv(rows: Iterable[tuple[Document, str]], lang: str) -> bytes:
             doc.original_sha256,
         ])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
-
-
-# ---- storage (belongs in storage/: see the module docstring) -------------------------------
-
-def _unshared(folder_id: int, document_ids: Sequence[int] | None) -> list[Document]:
-    D = models.Document
-    q = D.select().where((D.folder == folder_id) & D.shared_at.is_null()
-                         & D.state.in_(SHAREABLE))
-    if document_ids is not None:
-        q = q.where(D.id.in_(list(document_ids)))
-    return [to_record(r) for r in q.order_by(D.id)]
-
-
-def _claim(document_id: int, now: datetime) -> bool:
-    D = models.Document
-    return bool(D.update(shared_at=now).where(
-        (D.id == document_id) & D.shared_at.is_null()).execute())
-
-
-def last_shared_at(folder_id: int) -> datetime | None:
-    D = models.Document
-    value: datetime | None = (D.select(D.shared_at)
-                              .where((D.folder == folder_id) & D.shared_at.is_null(False))
-                              .order_by(D.shared_at.desc()).limit(1).scalar())
-    return value
 
 
 # ---- sharing -------------------------------------------------------------------------------
@@ -237,7 +211,7 @@ def _share(store: Store, settings: ShareSettings, folder_id: int,
     if not fs["accountant_email"]:
         return None
     to = mailer.addr_spec(fs["accountant_email"])
-    files = _pick(store, settings, _unshared(folder_id, document_ids))
+    files = _pick(store, settings, store.documents.unshared(folder_id, SHAREABLE, document_ids))
     if not files:
         return None
     env = mailer.make_environment(settings.template_dirs)
@@ -245,7 +219,7 @@ def _share(store: Store, settings: ShareSettings, folder_id: int,
     if not store.blobs_in_db:  # write and fsync the bytes before taking the write lock
         store.blobs.put_many([(sha256_hex(raw), raw)])
     with store.write_transaction():
-        won = [f for f in files if _claim(f.doc.id, now)]
+        won = [f for f in files if store.documents.mark_shared(f.doc.id, now)]
         if not won:
             return None
         if len(won) != len(files):  # another call shared some meanwhile
@@ -274,7 +248,7 @@ def share_due(store: Store, settings: ShareSettings, now: datetime, *,
         if not fs["accountant_email"]:
             continue
         try:
-            if not force and not _due(fs, now, folder.id):
+            if not force and not _due(store, fs, now, folder.id):
                 continue
             while (done := _share(store, settings, folder.id, None, now)) is not None:
                 out.append(Shared(folder.vat, *done))
@@ -283,7 +257,7 @@ def share_due(store: Store, settings: ShareSettings, now: datetime, *,
     return out
 
 
-def _due(fs: dict[str, Any], now: datetime, folder_id: int) -> bool:
+def _due(store: Store, fs: dict[str, Any], now: datetime, folder_id: int) -> bool:
     frequency = fs["accountant_frequency"]
     if frequency == "immediate":
         return True
@@ -294,7 +268,7 @@ def _due(fs: dict[str, Any], now: datetime, folder_id: int) -> bool:
     slot = scheduled_slot("daily", fs["digest_time"] or "08:00", zone, now)
     if _local_day(slot, zone) != _local_day(now, zone):
         return False  # before today's time: wait for it (missed days go in today's batch)
-    last = last_shared_at(folder_id)
+    last = store.documents.last_shared_at(folder_id)
     return last is None or last < slot
 
 

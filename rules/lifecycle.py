@@ -143,7 +143,7 @@ REASONS: Mapping[str, Reason] = MappingProxyType({r.code: r for r in (
 
 PURCHASE_STATES = ("received", "recognized", "pending_approval", "accepted", "rejected",
                    "duplicate", "archived", "paid", "no_invoice", "quarantined")
-SALES_STATES = ("draft", "sent", "paid", "no_invoice", "quarantined")
+SALES_STATES = ("draft", "sending", "sent", "paid", "no_invoice", "quarantined")
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,8 @@ LIFECYCLE: Mapping[tuple[str, str], Lifecycle] = MappingProxyType({
     ("purchase", "quarantined"): Lifecycle(None, None, "facturd could not process it: an "
                                            "internal matter, nothing to tell the seller"),
     ("sales", "draft"): Lifecycle(None, None, "not issued yet"),
+    ("sales", "sending"): Lifecycle(None, None, "queued for the customer; issued once the "
+                                    "mail relay accepts it"),
     ("sales", "sent"): Lifecycle(200, None, "issued to the customer, awaiting payment"),
     ("sales", "paid"): Lifecycle(212, None, "the company received the payment"),
     ("sales", "no_invoice"): Lifecycle(None, None, "no invoice in the message"),

@@ -7,7 +7,7 @@ part of the same delivery twice updates the one document instead of creating a s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -97,3 +97,27 @@ class Documents:
         D = models.Document
         D.update(state=state, updated_at=self.clock(), version=D.version + 1).where(
             D.id == document_id).execute()
+
+    # ---- accountant sharing (daemon/sharing.py) -------------------------------------------
+    def unshared(self, folder_id: int, states: Sequence[str],
+                 document_ids: Sequence[int] | None = None) -> list[records.Document]:
+        """The folder's documents in ``states`` not shared with the accountant yet."""
+        D = models.Document
+        q = D.select().where((D.folder == folder_id) & D.shared_at.is_null()
+                             & D.state.in_(list(states)))
+        if document_ids is not None:
+            q = q.where(D.id.in_(list(document_ids)))
+        return [to_record(r) for r in q.order_by(D.id)]
+
+    def mark_shared(self, document_id: int, now: datetime) -> bool:
+        """Compare-and-set: True for the one caller that marks it shared first."""
+        D = models.Document
+        return bool(D.update(shared_at=now).where(
+            (D.id == document_id) & D.shared_at.is_null()).execute())
+
+    def last_shared_at(self, folder_id: int) -> datetime | None:
+        D = models.Document
+        value: datetime | None = (D.select(D.shared_at)
+                                  .where((D.folder == folder_id) & D.shared_at.is_null(False))
+                                  .order_by(D.shared_at.desc()).limit(1).scalar())
+        return value

@@ -93,7 +93,7 @@ class Message(Base):
     size = pw.BigIntegerField()
     mail_from = pw.CharField(default="", max_length=1024)
     rcpt_tos = pw.TextField(default="[]")
-    protocol = pw.CharField(default="smtp")  # smtp | lmtp | import
+    protocol = pw.CharField(default="smtp")  # smtp | lmtp | import | internal
     peer = pw.CharField(default="")
     helo = pw.CharField(default="", max_length=1024)
     filename = pw.CharField(default="", max_length=1024)  # import only; display, never a path

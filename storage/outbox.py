@@ -5,7 +5,9 @@ same transaction as the state change that causes it; hand each queued row to one
 a time; record how a send ended (sent, retried later, failed for good). The bytes never
 change after ``enqueue``, so every resend carries the same Message-ID.
 
-May touch: the ``outbox`` and ``event`` tables and the blob store. Nothing else.
+May touch: the ``outbox`` and ``event`` tables and the blob store; for a ``sales_invoice``
+row, its document's state, in the same transaction (storage/sales.py: ``sending`` -> ``sent``
+when the mail is handed over, -> ``draft`` when the send role gives up).
 
 Transactions: ``enqueue`` opens ``store.write_transaction()``; inside a caller's open
 transaction that becomes a savepoint, so "no decision without its notifications" is simply::
@@ -43,6 +45,7 @@ import peewee as pw
 
 from storage import models
 from storage.blobs import sha256_hex
+from storage.sales import SALES_KIND, SalesStore
 from storage.store import Store
 
 QUEUED = "queued"
@@ -171,6 +174,9 @@ class OutboxStore:
             if done and (item.folder_id or item.document_id):
                 self.store.add_event("mail-sent", _describe(item, note), actor="sender",
                                      folder_id=item.folder_id, document_id=item.document_id)
+            if done and item.kind == SALES_KIND and item.document_id:
+                SalesStore(self.store).on_mail_sent(item.document_id, item.recipients,
+                                                    item.message_id)
             return done
 
     def retry(self, item: OutboxItem, delay: float, error: str) -> bool:
@@ -186,6 +192,8 @@ class OutboxStore:
             if done:
                 self.store.add_event("mail-failed", _describe(item, error), actor="sender",
                                      folder_id=item.folder_id, document_id=item.document_id)
+            if done and item.kind == SALES_KIND and item.document_id:
+                SalesStore(self.store).on_mail_failed(item.document_id, error)
             return done
 
     def requeue(self, outbox_id: int) -> bool:

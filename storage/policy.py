@@ -49,13 +49,17 @@ class Partner:
     sending_domains: tuple[str, ...]
     iban: str
     language: str
+    pay_button: bool  # show the folder's pay link in invoices sent to this customer
+    send_by: str  # how this customer gets sales invoices: "email" (the default)
+    member_folder_id: int | None  # the customer's own folder when it is hosted here
 
 
 def _partner(row: Any) -> Partner:
     return Partner(id=row.id, folder_id=row.folder_id, name=row.name, vat=row.vat,
                    siren=row.siren, email=row.email, trusted=row.trusted,
                    sending_domains=tuple(json.loads(row.sending_domains)), iban=row.iban,
-                   language=row.language)
+                   language=row.language, pay_button=row.pay_button, send_by=row.send_by,
+                   member_folder_id=row.member_folder_id)
 
 
 class Policy:
@@ -116,14 +120,15 @@ class Policy:
     # ---- partners -------------------------------------------------------------------------
     def add_partner(self, folder_id: int, name: str, *, vat: str = "", siren: str = "",
                     email: str = "", domains: tuple[str, ...] = (), trusted: bool = False,
-                    iban: str = "", language: str = "fr", actor: str = "cli") -> Partner:
+                    iban: str = "", language: str = "fr", pay_button: bool = False,
+                    actor: str = "cli") -> Partner:
         with self.store.write_transaction():
             row = models.Partner.create(
                 folder=folder_id, name=name, vat=vat.upper(), siren=siren,
                 email=normalize_address(email) if email else "",
                 sending_domains=json.dumps(sorted({normalize_domain(d) for d in domains})),
                 trusted=trusted, iban=iban.replace(" ", "").upper(), language=language,
-                created_at=self.store.clock())
+                pay_button=pay_button, created_at=self.store.clock())
             self.store.add_event("partner-added", f"{name} {vat or siren}", actor=actor,
                                  folder_id=folder_id)
         return _partner(row)

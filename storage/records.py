@@ -19,6 +19,10 @@ DONE = "done"
 QUARANTINED = "quarantined"
 TRANSPORT_DUPLICATE = "duplicate"
 
+# How a message came in. "internal" is a sales invoice one hosted folder sent to another
+# (daemon/sales.py): no listener and no CLI command can produce it.
+PROTOCOLS = ("smtp", "lmtp", "import", "internal")
+
 
 @dataclass(frozen=True)
 class Folder:

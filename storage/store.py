@@ -7,6 +7,7 @@ synchronous and may block on disk: async callers run it in a thread (see daemon/
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -134,6 +135,9 @@ class Store:
         the write lock (``BEGIN IMMEDIATE``) and rows go in with multi-row INSERTs. On
         PostgreSQL (several writers) each row is inserted with RETURNING.
         """
+        for item in items:
+            if item.protocol not in records.PROTOCOLS:
+                raise ValueError(f"unknown intake protocol {item.protocol!r}")
         if not self.blobs_in_db:
             self.blobs.put_many((i.sha256, i.raw) for i in items)
         results: list[IntakeResult] = []
@@ -228,6 +232,18 @@ class Store:
         if state is not None:
             q = q.where(models.Delivery.state == state)
         return [_delivery(r) for r in q.limit(limit)]
+
+    # ---- installation secrets ---------------------------------------------------------
+    def secret(self, key: str) -> bytes:
+        """A random 32-byte secret shared by every node (the ``setting`` table), created on
+        first use; the same row format as daemon/decisions.py's ``installation_secret``."""
+        S = models.Setting
+        row = S.get_or_none(S.key == key)
+        if row is None:
+            with self.write_transaction():
+                S.insert(key=key, value=secrets.token_hex(32)).on_conflict_ignore().execute()
+            row = S.get(S.key == key)
+        return bytes.fromhex(row.value)
 
     # ---- events -----------------------------------------------------------------------
     def add_event(self, kind: str, detail: str = "", *, actor: str = "facturd",

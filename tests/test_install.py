@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from daemon import selfcheck
@@ -51,3 +52,14 @@ def test_layers_import_downwards_only() -> None:
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
     for path in (ROOT / "daemon").rglob("*.py"):
         assert "peewee" not in imports_of(path), f"{path} uses peewee outside storage/"
+
+
+def test_every_template_folder_is_installed_as_data() -> None:
+    """A non-editable install finds templates under share/facturd/templates only when
+    pyproject's data-files lists their folder: a new template folder must be listed."""
+    data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["data-files"]
+    listed = {target.removeprefix("share/facturd/") for target in data_files}
+    folders = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "templates").rglob("*")
+               if p.is_file() and p.suffix in (".html", ".txt")}
+    assert folders and folders <= listed, sorted(folders - listed)
