@@ -6,7 +6,9 @@ language, carrying their own approve link, reject link (``{public_url}/a/{token}
 behind it changes nothing on GET) and reply address (``Reply-To: <VAT>+r<token>@<domain>``),
 with the original document attached. Tokens and outbox rows are written in the caller's
 transaction (the one that stores the document), so a request exists exactly when the held
-document does, and every token knows the Message-ID of the mail that carries it.
+document does, and every token knows the Message-ID of the mail that carries it. With
+``only``, one person is asked again (the "send me a new link" button of an expired link,
+daemon/web.py).
 
 May touch: approvals and outbox (through storage APIs), the blob store (read the original,
 write the mail). Synchronous; call it inside ``store.write_transaction()``.
@@ -63,17 +65,22 @@ def request_recipients(store: Store, folder_id: int) -> list[str]:
     return out
 
 
-def request_approval(store: Store, settings: ApprovalSettings, document_id: int) -> list[str]:
+def request_approval(store: Store, settings: ApprovalSettings, document_id: int, *,
+                     only: str | None = None) -> list[str]:
     """Issue tokens and enqueue one approval request per person; returns the recipients.
 
     Call inside the transaction that holds the document. Returns [] (sends nothing) when the
-    document is not pending approval or the folder has no notification address."""
+    document is not pending approval or the folder has no notification address. ``only``:
+    ask this one person again (a new link asked from an expired one), if they are still
+    one of the folder's people."""
     doc = store.documents.get(document_id)
     if doc is None:
         raise LookupError(f"no document {document_id}")
     if doc.state != PENDING:
         return []
     recipients = request_recipients(store, doc.folder_id)
+    if only is not None:
+        recipients = [p for p in recipients if p.lower() == only.strip().lower()]
     if not recipients:
         return []
     folder = store.folder(doc.folder_id)

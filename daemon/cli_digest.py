@@ -44,7 +44,7 @@ def digest_settings(cfg: Config, public_url: str,
                     token_ttl: timedelta = DEFAULT_TOKEN_TTL) -> DigestSettings:
     """ValueError (a configuration error) when public_url or the From address is unusable."""
     return DigestSettings(public_url=public_url, from_address=cfg.from_address,
-                          token_ttl=token_ttl,
+                          token_ttl=token_ttl, domain=cfg.domain,
                           template_dirs=mailer.template_dirs(cfg.templates_dir or None))
 
 

@@ -15,6 +15,7 @@ and ``$FACTURD_STATE`` (``state_dir``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -110,6 +111,7 @@ class WebConfig:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""
     token_ttl_days: float = 14.0
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,13 @@ def _validate(cfg: Config) -> None:
     if cfg.web.public_url and not cfg.web.public_url.startswith(("https://", "http://")):
         raise ConfigError(f"web.public_url: expected https://host[/path], got "
                           f"{cfg.web.public_url!r}")
+    for proxy in cfg.web.trusted_proxies:
+        try:
+            if proxy != "unix":
+                ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies: expected IP addresses or networks (or "
+                              f"\"unix\"), got {proxy!r}") from None
     if cfg.outgoing.mode == "relay" and not cfg.outgoing.relay_host:
         raise ConfigError("outgoing.relay_host: required when outgoing.mode = \"relay\"")
     if cfg.outgoing.relay_username and not cfg.outgoing.relay_password_file:

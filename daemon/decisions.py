@@ -45,7 +45,7 @@ PENDING = "pending_approval"
 APPROVED_STATE = "archived"
 REJECTED_STATE = "rejected"
 PAID_STATE = "paid"
-PAYABLE = ("archived", "accepted")
+PAYABLE = ("archived", "accepted", "sent")  # approved purchase, or sent sales invoice
 MAX_NOTE = 1000
 
 
@@ -138,9 +138,11 @@ def reject(store: Store, settings: ApprovalSettings, document_id: int, *, by: st
 
 def mark_paid(store: Store, settings: ApprovalSettings, document_id: int, *, by: str, on: date,
               version: int | None = None, note: str = "", token: str | None = None,
-              via: str | None = None) -> str:
-    """archived/accepted -> paid (payment_status paid, paid_on), confirmed by mail."""
-    change = _Change("paid", PAYABLE, ("paid",), PAID_STATE, paid_on=on)
+              via: str | None = None, notify: bool = True) -> str:
+    """archived/accepted (or a sent sales invoice) -> paid (payment_status paid, paid_on),
+    confirmed by mail unless ``notify`` is False (a reply marking several invoices gets one
+    confirmation listing them all: daemon/paid_replies.py)."""
+    change = _Change("paid", PAYABLE, ("paid",), PAID_STATE, paid_on=on, notify=notify)
     return _decide(store, settings, document_id, change, by, version, note, token, via)
 
 

@@ -2,8 +2,12 @@
 
 Job: decide when a folder's digest is due (``digest_due``), compute what is still to pay and
 to collect (``buckets``, pure), and ``send_digests``: for each due folder, in ONE
-transaction, issue the approval/payment tokens its links carry, render ``digest`` in the
-folder's language, enqueue it for the send role and advance ``last_digest_at``.
+transaction, issue the approval/payment tokens its links carry (and, when it lists open
+invoices and the intake domain is known, the folder token of its reply address
+``Reply-To: <VAT>+r<token>@<domain>``, answered by daemon.paid_replies: "payé <number>"),
+render ``digest`` in the folder's language, enqueue it for the send role and advance
+``last_digest_at``. Every token records the digest's Message-ID, so the mails they cause
+thread under it.
 
 May touch: the folder row (``last_digest_at`` only), approval tokens, the outbox and events;
 documents are only read. Talks to no network: the send role delivers the mail.
@@ -29,7 +33,8 @@ Decisions (the issue is silent on these):
     nothing.
   * Links are bounded: the first ``MAX_LINKS`` pending approvals (oldest first; approve and
     reject each) and the first ``MAX_LINKS`` purchase invoices to pay (earliest due first),
-    with "and N more".
+    with "and N more". The reply address covers every open invoice of the folder, purchase
+    or sales, listed or not; it works once and expires with the links (``token_ttl``).
 
 Known limits: the ``storage.models`` queries below belong in storage/ (no storage API exposes
 ``payment_status``, ``shared_at`` or ``last_digest_at`` yet); the first digest of a folder
@@ -52,6 +57,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 
 from daemon import mailer
+from daemon.approval import reply_address
 from storage import models
 from storage.approvals import Approvals
 from storage.outbox import OutboxStore
@@ -75,6 +81,7 @@ class DigestSettings:
     from_address: str
     token_ttl: timedelta
     template_dirs: tuple[Path, ...]
+    domain: str = ""  # intake domain of the reply address; "" = no reply address
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -366,14 +373,15 @@ def _digest_folder(store: Store, settings: DigestSettings, env: jinja2.Environme
             moved.anything or pending_total or sums.overdue_count)
         if not worth:
             return "nothing to say"
-        context = _context(store, settings, folder, to, since, moved, (pending, pending_total),
-                           invoices, sums)
-        rendered = mailer.render(env, "digest", fs["language"], context)
         domain = mailer.addr_spec(settings.from_address).rpartition("@")[2]
         message_id = (f"<digest.{folder.id}.{now:%Y%m%d%H%M%S}."
                       f"{secrets.token_hex(6)}@{domain}>")
+        context = _context(store, settings, folder, to, since, moved, (pending, pending_total),
+                           invoices, sums, message_id)
+        rendered = mailer.render(env, "digest", fs["language"], context)
         raw = mailer.compose(rendered, sender=settings.from_address, to=[fs["notify_email"]],
-                             message_id=message_id, date=now.replace(tzinfo=UTC))
+                             reply_to=context["reply_address"], message_id=message_id,
+                             date=now.replace(tzinfo=UTC))
         OutboxStore(store).enqueue("digest", raw, [to], folder_id=folder.id,
                                    message_id=message_id)
         store.add_event("digest-queued", f"to {to}: {pending_total} pending, "
@@ -390,13 +398,20 @@ def _local_today(fs: Mapping[str, Any], now: datetime) -> date:
 
 def _context(store: Store, settings: DigestSettings, folder: Folder, approver: str,
              since: datetime | None, moved: Activity, waiting: tuple[list[Invoice], int],
-             invoices: list[Invoice], sums: Buckets) -> dict[str, Any]:
+             invoices: list[Invoice], sums: Buckets, message_id: str) -> dict[str, Any]:
     approvals = Approvals(store)
     pending, pending_total = waiting
 
     def link(doc_id: int, action: str) -> str:
-        token = approvals.issue(doc_id, approver, action, ttl=settings.token_ttl)
+        token = approvals.issue(doc_id, approver, action, ttl=settings.token_ttl,
+                                request_message_id=message_id)
         return f"{settings.public_url.rstrip('/')}/a/{token}"
+
+    reply_to = None
+    if settings.domain and any(inv.side for inv in invoices):
+        token = approvals.issue_for_folder(folder.id, approver, ttl=settings.token_ttl,
+                                           request_message_id=message_id)
+        reply_to = reply_address(folder.vat, token, settings.domain)
 
     pending_items = [dict(supplier=inv.party or "—", number=inv.number,
                           total_gross=inv.total_gross, currency=inv.currency,
@@ -418,4 +433,6 @@ def _context(store: Store, settings: DigestSettings, folder: Folder, approver: s
         other_currencies=[dict(currency=c, purchase=sums.get("purchase", c),
                                sales=sums.get("sales", c)) for c in others],
         to_pay=pay_items, to_pay_total=len(to_pay), dashboard_url=None,
+        reply_address=reply_to,
+        paid_example=next((inv.number for inv in to_pay if inv.number), None),
     )

@@ -1,28 +1,39 @@
-"""Approval by reply: read a person's answer to an approval request and act on it once.
+"""Approval by reply: read a person's answer to an approval request (or to a digest) and act
+on it once.
 
 Job: for a delivery to ``<VAT>+r<token>@<domain>`` decide whether the mail is a genuine
-answer from the approver the token was issued to, read the command on its first own line,
-and make the decision through daemon.decisions (which redeems the token in the decision's
-transaction, so a reply acts exactly once and races with a link click have one winner).
-Returns a readable outcome for the delivery's record; a disposition is never an exception.
+answer from a person the token allows, read the command on its first own line, and make the
+decision through daemon.decisions (which redeems the token in the decision's transaction, so
+a reply acts exactly once and races with a link click have one winner). A digest's reply
+address carries a folder token: its reply marks invoices paid (daemon.paid_replies). Returns
+a readable outcome for the delivery's record; a disposition is never an exception.
 
-Acts only when all hold: the tag carries a known, unused, unexpired ``reply`` token of a
-document that has not changed; the mail is not automatic (RFC 3834 ``Auto-Submitted`` other
-than ``no``, ``Precedence: bulk/junk/list``, ``X-Autoreply``/``X-Autorespond``, list headers),
-not a bounce (null return path, MAILER-DAEMON/postmaster sender, ``multipart/report``); its
-From is authenticated (``verdict.result == "pass"``) and equals the token's approver; the
-first non-quoted, non-empty line of the text starts with an approve or reject word.
+Acts only when all hold: the tag carries a known, unused, unexpired ``reply`` token (of a
+document that has not changed, for an approval request); the mail is not automatic (RFC 3834
+``Auto-Submitted`` other than ``no``, ``Precedence: bulk/junk/list``,
+``X-Autoreply``/``X-Autorespond``, list headers), not a bounce (null return path,
+MAILER-DAEMON/postmaster sender, ``multipart/report``); its From is authenticated
+(``verdict.result == "pass"``) and is the token's approver (for a digest: the folder's
+notification address or one of its approvers, as configured now); the first non-quoted,
+non-empty line of the text starts with an approve or reject word (for a digest:
+``payé``/``paid`` lines).
 
-May touch: approvals, documents, events, outbox (through daemon.decisions), the event table
-for refused attempts. No mail is ever sent to an unauthenticated or automatic sender.
+B-APPR-11: a reply refused because its From is not authenticated, or is another person,
+makes an event on the document (on the folder for a digest) and sends the token's approver,
+never the sender, an ``approval_attempt`` notice (Auto-Submitted: auto-generated), at most
+one per token per ``ATTEMPT_NOTICE_EVERY`` (a compare-and-set on the token's row), so the
+reply address cannot be used to flood the approver.
 
-A DNS temperror on the approver's own reply raises AuthPending (a TimeoutError, which the
-worker retries with backoff) instead of refusing a genuine answer.
+May touch: approvals, documents, events, outbox (through daemon.decisions, storage APIs and
+daemon.paid_replies). No mail is ever sent to an unauthenticated or automatic sender.
+
+A DNS temperror on an allowed person's own reply raises AuthPending (a TimeoutError, which
+the worker retries with backoff) instead of refusing a genuine answer.
 
 Known limits: only the text/plain part (or the HTML part stripped of tags) is read; an
 attribution line that the mail client wraps onto two lines is read as "no command" when it
-comes first; B-APPR-11's "unauthenticated attempt" notice to the approver is not sent (no
-template yet), the attempt is an event on the document.
+comes first; the attempt notice names the claimed From address (unauthenticated, shown as
+such), never the reply's text.
 """
 
 from __future__ import annotations
@@ -30,16 +41,20 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Iterator
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
-from daemon import decisions
+from daemon import decisions, mailer, paid_replies
+from daemon.approval import request_recipients
 from daemon.auth import AuthVerdict
 from daemon.decisions import ApprovalSettings, DecisionError
 from daemon.mailparse import ParsedMail
 from rules.lifecycle import REASONS
 from storage.approvals import Approvals, Grant, TokenRefused
+from storage.outbox import OutboxStore
 from storage.store import Store
 
 REPLY_TAG = re.compile(r"^r([a-z2-7]{32})$")
@@ -48,6 +63,7 @@ APPROVE_WORDS = frozenset({"oui", "ok", "okay", "accepter", "accepte", "accepté
 REJECT_WORDS = frozenset({"non", "refuser", "refuse", "refusé", "rejeter", "rejette", "rejeté",
                           "reject", "rejected", "no"})
 DEFAULT_REJECT_CODE = "AUTRE"
+ATTEMPT_NOTICE_EVERY = timedelta(hours=1)
 MAX_SCAN_LINES = 200
 _ATTRIBUTION = (
     re.compile(r"^on\b.*\bwrote\s*:?\s*$", re.IGNORECASE),
@@ -92,19 +108,24 @@ def handle_reply(store: Store, settings: ApprovalSettings, *, tag: str, raw: byt
         grant = Approvals(store).look(token)
     except TokenRefused as exc:
         decided = (decisions.already_decided(store, exc.grant.document_id, exc.grant.action)
-                   if exc.reason == "stale" and exc.grant is not None else None)
+                   if exc.reason == "stale" and exc.grant is not None
+                   and exc.grant.document_id is not None else None)
         return decided or f"refused: reply token {_refusal_text(exc.reason)}"
     if grant.action != "reply":
         return "refused: reply token unknown"
     sender = (verdict.from_address or "").lower()
-    if verdict.result == "temperror" and sender == grant.approver.lower():
+    allowed = allowed_senders(store, grant)
+    if verdict.result == "temperror" and sender in allowed:
         raise AuthPending(f"DKIM key of {sender} could not be fetched for now")
-    if verdict.result != "pass" or sender != grant.approver.lower():
-        why = (f"From {sender or '(unreadable)'} not authenticated ({verdict.result})"
-               if verdict.result != "pass" else
-               f"From {sender} is not the approver this request was sent to")
-        _note(store, grant, "reply-refused", why)
-        return f"refused: {why}"
+    if verdict.result != "pass" or sender not in allowed:
+        return _refuse(store, settings, grant, sender, verdict.result)
+    if grant.document_id is None:  # a digest's reply address: "payé <number>" lines
+        try:
+            return paid_replies.handle(
+                store, settings, grant, token, own_lines=own_lines(header), sender=sender,
+                reply_message_id=str(header.get("Message-ID") or ""))
+        except TokenRefused as exc:
+            return f"refused: reply token {_refusal_text(exc.reason)}"
     command = read_command(first_line(header))
     if command is None:
         _note(store, grant, "reply-ignored", "no command on the first line of the reply")
@@ -132,11 +153,73 @@ def _refusal_text(reason: str) -> str:
             "changed since the request)"}.get(reason, "unknown")
 
 
+def allowed_senders(store: Store, grant: Grant) -> frozenset[str]:
+    """Who may answer with this token, lower case: its approver; for a digest's (folder)
+    token, the folder's notification address and approvers as they are now (someone removed
+    since the digest went out no longer may)."""
+    if grant.document_id is None:
+        return frozenset(p.lower() for p in request_recipients(store, grant.folder_id))
+    return frozenset({grant.approver.lower()})
+
+
+def _refuse(store: Store, settings: ApprovalSettings, grant: Grant, sender: str,
+            result: str) -> str:
+    if result != "pass":
+        why = f"From {sender or '(unreadable)'} not authenticated ({result})"
+    elif grant.document_id is None:
+        why = (f"From {sender} is neither the notification address nor an approver of "
+               "this folder")
+    else:
+        why = f"From {sender} is not the approver this request was sent to"
+    with store.write_transaction():
+        warned = warn_approver(store, settings, grant, sender, result)
+        _note(store, grant, "reply-refused", why + (
+            "; the approver was warned" if warned
+            else "; no new notice to the approver (one an hour at most)"))
+    return f"refused: {why}"
+
+
+def warn_approver(store: Store, settings: ApprovalSettings, grant: Grant, claimed: str,
+                  result: str) -> bool:
+    """Queue an ``approval_attempt`` notice to the token's approver unless one went out in
+    the last ATTEMPT_NOTICE_EVERY; True when queued. Call inside a write transaction."""
+    try:
+        to = mailer.addr_spec(grant.approver)
+    except ValueError:
+        return False
+    if not Approvals(store).claim_attempt_notice(grant, ATTEMPT_NOTICE_EVERY):
+        return False
+    folder = store.folder(grant.folder_id)
+    doc = store.documents.get(grant.document_id) if grant.document_id is not None else None
+    lang = (folder.language if folder else "") or "fr"
+    context: dict[str, object] = {
+        "folder_name": folder.name if folder else "—",
+        "digest": grant.document_id is None,
+        "supplier": decisions.supplier_of(doc) if doc else None,
+        "number": doc.number if doc else None,
+        "total_gross": doc.total_gross if doc else None,
+        "currency": doc.currency if doc else None,
+        "claimed_from": mailer.one_line(claimed, 120) or None,
+        "authenticated": result == "pass", "result": result, "at": store.clock(),
+    }
+    rendered = mailer.render(settings.environment(), "approval_attempt", lang, context)
+    message_id = mailer.make_message_id(settings.domain)
+    try:
+        thread = mailer.check_message_id(grant.request_message_id)
+    except ValueError:
+        thread = ""
+    raw = mailer.compose(rendered, sender=settings.from_address, to=[to],
+                         message_id=message_id, in_reply_to=thread or None,
+                         references=[thread] if thread else ())
+    OutboxStore(store).enqueue("approval_attempt", raw, [to], folder_id=grant.folder_id,
+                               document_id=grant.document_id, message_id=message_id)
+    return True
+
+
 def _note(store: Store, grant: Grant, kind: str, detail: str) -> None:
-    doc = store.documents.get(grant.document_id)
     with store.write_transaction():
         store.add_event(kind, detail, actor="reply", document_id=grant.document_id,
-                        folder_id=doc.folder_id if doc else None)
+                        folder_id=grant.folder_id)
 
 
 # ---- automatic mail and bounces -----------------------------------------------------------
@@ -199,8 +282,8 @@ def body_text(msg: Message) -> str:
     return html.unescape(_TAGS.sub("", _BLOCKS.sub("\n", text)))
 
 
-def first_line(msg: Message) -> str:
-    """The first own line of the reply: skips empty and quoted (``>``) lines, stops at an
+def own_lines(msg: Message) -> Iterator[str]:
+    """The reply's own lines, stripped: skips empty and quoted (``>``) lines, stops at an
     attribution (``On … wrote:``, ``Le … a écrit :``) and at the signature separator."""
     for count, line in enumerate(body_text(msg).splitlines()):
         if count >= MAX_SCAN_LINES:
@@ -212,8 +295,12 @@ def first_line(msg: Message) -> str:
             continue
         if any(p.match(stripped) for p in _ATTRIBUTION):
             break
-        return stripped
-    return ""
+        yield stripped
+
+
+def first_line(msg: Message) -> str:
+    """The first own line of the reply (see own_lines), "" when there is none."""
+    return next(own_lines(msg), "")
 
 
 def read_command(line: str) -> tuple[str, str | None, str] | None:

@@ -96,8 +96,8 @@ async def run(cfg: Config, roles: tuple[str, ...],
 
             listen = cfg.web_listen
             tasks.append(asyncio.create_task(run_web(
-                store, approval_settings(cfg), listen.host, listen.path or listen.port, stop),
-                name="web"))
+                store, approval_settings(cfg), listen.host, listen.path or listen.port, stop,
+                trusted_proxies=cfg.web.trusted_proxies), name="web"))
         if "send" in roles:
             from daemon.outbox import run_sender
 

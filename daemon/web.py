@@ -2,10 +2,32 @@
 
 Job: ``GET /a/{token}`` shows what the link is about (supplier, number, amounts, reasons) and
 a form for the one action the token grants, and changes nothing (mail scanners open every
-link, B-APPR-01); ``POST /a/{token}`` checks the form's CSRF nonce (HMAC-SHA256 of the token
-hash under an installation secret kept in the database, so every node agrees) and performs the
-decision through daemon.decisions, which redeems the token in the decision's transaction.
-Used, expired and stale tokens get a 410 page, unknown ones a 404 page, on GET and POST.
+link, B-APPR-01); ``POST /a/{token}`` performs the decision through daemon.decisions, which
+redeems the token in the decision's transaction. Used, expired and stale tokens get a 410
+page, unknown ones a 404 page, on GET and POST.
+
+CSRF (B-APPR-02): the GET that shows a form sets a cookie ``facturd_form`` (random, with its
+issue time; ``HttpOnly; SameSite=Strict; Path=/a/<token>``, ``Secure`` when public_url is
+https, ``COOKIE_TTL`` long) and the form's nonce is HMAC-SHA256(installation secret, token
+hash + cookie value), the secret kept in the database so every node agrees. A POST needs
+both: without a fresh cookie it gets 403 and a page saying to open the link again. The
+cookie's Path is the link itself rather than ``/a/``: a digest's links opened in several tabs
+each keep their own cookie (with one cookie for ``/a/``, the last tab opened would void the
+forms of the others, a SameSite=Strict cookie not being sent on the navigation from the mail).
+
+Expired links (B-APPR-04): the 410 page of an expired approve/reject link of an invoice that
+still waits offers "send me a new link", a POST (same cookie + nonce) that sends the token's
+approver, and nobody else, a fresh approval request (daemon.approval), at most one per
+document and person per ``RENEW_EVERY``, and only while they are still one of the folder's
+people.
+
+Token guessing (B-APPR-09): failed look-ups (404) are counted per client, in memory: after
+``FAIL_LIMIT`` in ``FAIL_WINDOW`` seconds the client gets 429 with ``Retry-After`` on every
+``/a/`` request until the window ends, and one warning is logged per window (the alert). The
+client is the peer address, or the last address in ``X-Forwarded-For`` that is not one of
+``web.trusted_proxies`` when the peer is one of them ("unix": the unix socket); IPv6 clients
+count per /64. Every token is hashed and looked up, well-formed or not, so a 404 costs the
+same whatever was asked.
 
 Every response: ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``,
 ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a CSP whose style nonce is
@@ -15,12 +37,14 @@ fresh per response. Requests for a Host other than the public_url host, localhos
 over 16 KB refused (413). Database work runs in threads, never on the event loop. The access
 log shows a token hash prefix, never a token.
 
-May touch: approvals, documents, events, outbox, setting (through daemon.decisions and
-storage APIs). Nothing on disk besides a unix socket when asked to listen on one.
+May touch: approvals, documents, events, outbox, setting (through daemon.decisions,
+daemon.approval and storage APIs). Nothing on disk besides a unix socket when asked to listen
+on one.
 
-Known limits: no login (possession of the link is the authority, as in the mail); no rate
-limit on failed tokens (B-APPR-09: 256-bit tokens make guessing moot; put a limit in the
-reverse proxy); no cookie-bound nonce, so a scanner that submits forms could act.
+Known limits: no login (possession of the link is the authority, as in the mail); the failure
+counters live in this process (several web nodes each allow FAIL_LIMIT; a restart forgets
+them), and clients behind one NAT address share a counter; two "new link" POSTs at the same
+instant on PostgreSQL may both send a request (the per-hour check is not a lock).
 """
 
 from __future__ import annotations
@@ -28,17 +52,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import date
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from daemon import decisions, mailer
+from daemon import approval, decisions, mailer
 from daemon.decisions import ApprovalSettings, DecisionError, NotAllowed, NotPayable
 from storage.approvals import Approvals, Grant, TokenRefused, hash_token
 from storage.store import Store
@@ -48,17 +75,77 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024
 CSRF_SETTING = "web_csrf_secret"
 WEB_ACTIONS = ("approve", "reject", "paid")
+RENEWABLE = ("approve", "reject")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+COOKIE = "facturd_form"
+COOKIE_TTL = timedelta(hours=2)
+FAIL_LIMIT = 20  # failed token look-ups per client ...
+FAIL_WINDOW = 600.0  # ... per this many seconds, then 429
+MAX_CLIENTS = 10_000  # failure counters kept at most
+RENEW_EVERY = timedelta(hours=1)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_COOKIE_VALUE = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{32})$")
 _LANGS = ("fr", "en")
-STATUS = {"done": 200, "unknown": 404, "used": 410, "expired": 410, "stale": 410,
-          "decided": 410, "refused": 403, "invalid": 400}
+STATUS = {"done": 200, "renewed": 200, "unknown": 404, "used": 410, "expired": 410,
+          "stale": 410, "decided": 410, "refused": 403, "no-cookie": 403, "invalid": 400,
+          "throttled": 429, "renew-wait": 429}
+
+Proxy = ipaddress.IPv4Network | ipaddress.IPv6Network | str  # str: "unix"
+
+
+class FailedLookups:
+    """Failed token look-ups per client in fixed windows (in memory, this process only)."""
+
+    def __init__(self, limit: int = FAIL_LIMIT, window: float = FAIL_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # client -> (window start, failures)
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until this client may try again, None when it is not blocked."""
+        seen = self._seen.get(client)
+        if seen is None:
+            return None
+        left = seen[0] + self.window - self.clock()
+        if left <= 0:
+            del self._seen[client]
+            return None
+        return max(1, int(left + 0.999)) if seen[1] >= self.limit else None
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        start, count = self._seen.get(client, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        count += 1
+        self._seen[client] = (start, count)
+        if count == self.limit:  # the alert: once per client and window
+            log.warning("web: %d unknown approval links from %s within %.0fs: answering 429 "
+                        "until %.0fs from now (token guessing?)", count, client, self.window,
+                        start + self.window - now)
+        if len(self._seen) > MAX_CLIENTS:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        self._seen = {c: v for c, v in self._seen.items() if now - v[0] < self.window}
+        if len(self._seen) > MAX_CLIENTS:  # still too many: keep the newest windows
+            newest = sorted(self._seen.items(), key=lambda kv: kv[1][0])[-MAX_CLIENTS // 2:]
+            self._seen = dict(newest)
+
+
+def parse_proxies(values: Sequence[str]) -> tuple[Proxy, ...]:
+    """``web.trusted_proxies`` -> networks (and "unix"); ValueError on anything else."""
+    return tuple(v if v == "unix" else ipaddress.ip_network(v, strict=False) for v in values)
 
 
 @dataclass
 class _State:
     store: Store
     settings: ApprovalSettings
+    proxies: tuple[Proxy, ...] = ()
+    failures: FailedLookups = field(default_factory=FailedLookups)
     secret: bytes | None = None
 
 
@@ -66,9 +153,11 @@ STATE = web.AppKey("facturd_web_state", _State)
 NONCE = web.RequestKey("facturd_csp_nonce", str)
 
 
-def make_app(store: Store, settings: ApprovalSettings) -> web.Application:
+def make_app(store: Store, settings: ApprovalSettings, *, trusted_proxies: Sequence[str] = (),
+             failures: FailedLookups | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_guard])
-    app[STATE] = _State(store, settings)
+    app[STATE] = _State(store, settings, parse_proxies(trusted_proxies),
+                        failures or FailedLookups())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/a/{token}", show)
     app.router.add_post("/a/{token}", act)
@@ -131,39 +220,124 @@ class AccessLogger(AbstractAccessLogger):
                          response.status, time)
 
 
+# ---- who is asking ----------------------------------------------------------------------------
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address from a peer or X-Forwarded-For hop (``[v6]:port`` and ``v4:port`` too);
+    None for anything else (a unix socket peer is "")."""
+    text = (text or "").strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+             proxies: tuple[Proxy, ...]) -> bool:
+    if ip is None:
+        return "unix" in proxies
+    return any(not isinstance(p, str) and ip in p for p in proxies)
+
+
+def client_of(peer: str | None, forwarded: str | None, proxies: tuple[Proxy, ...]) -> str:
+    """The key failures are counted under: the peer, or, when the peer is a trusted proxy,
+    the last X-Forwarded-For hop that is not one; IPv6 per /64; "unix" for an untrusted unix
+    socket peer."""
+    ip = _address(peer)
+    if forwarded and _trusted(ip, proxies):
+        for hop in reversed(forwarded.split(",")):
+            hop_ip = _address(hop.strip())
+            if hop_ip is None:
+                break  # garbage: keep the last trusted hop
+            ip = hop_ip
+            if not _trusted(hop_ip, proxies):
+                break
+    if ip is None:
+        return "unix" if not peer else peer[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _client(request: web.Request) -> str:
+    state = request.app[STATE]
+    return client_of(request.remote, request.headers.get("X-Forwarded-For"), state.proxies)
+
+
 # ---- handlers ---------------------------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-def _page(status: int, body: str) -> web.Response:
-    return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
+@dataclass(frozen=True)
+class _View:
+    status: int
+    body: str
+    cookie: str | None = None  # set this form cookie on the response
+
+
+def _page(view: _View, request: web.Request, token: str) -> web.Response:
+    response = web.Response(status=view.status, text=view.body, content_type="text/html",
+                            charset="utf-8")
+    if view.cookie is not None:
+        response.set_cookie(COOKIE, view.cookie, max_age=int(COOKIE_TTL.total_seconds()),
+                            path=f"/a/{token}", httponly=True, samesite="Strict",
+                            secure=request.app[STATE].settings.public_url.startswith("https:"))
+    return response
 
 
 async def show(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     token = request.match_info["token"]
     lang = _accept_language(request)
-    if not _TOKEN.match(token):
-        return _page(*_result(state, "unknown", lang, request[NONCE]))
+    client = _client(request)
+    wait = state.failures.retry_after(client)
+    if wait is not None:
+        return _throttled(state, lang, request[NONCE], wait)
     secret = await _secret(state)
-    return _page(*await asyncio.to_thread(_show, state, token, secret, lang, request[NONCE]))
+    cookie = _fresh(request.cookies.get(COOKIE), state.store.clock()) or new_cookie(
+        state.store.clock())
+    view = await asyncio.to_thread(_show, state, token, secret, cookie, lang, request[NONCE])
+    if view.status == 404:
+        state.failures.failed(client)
+    return _page(view, request, token)
 
 
 async def act(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     token = request.match_info["token"]
     nonce, lang = request[NONCE], _accept_language(request)
-    if not _TOKEN.match(token):
-        return _page(*_result(state, "unknown", lang, nonce))
+    client = _client(request)
+    wait = state.failures.retry_after(client)
+    if wait is not None:
+        return _throttled(state, lang, nonce, wait)
     if not _same_site(request, state.settings):
-        return _page(*_result(state, "refused", lang, nonce))
+        return _page(_View(*_result(state, "refused", lang, nonce)), request, token)
     form = await request.post()
     fields = {k: v for k in ("csrf", "action", "reason", "note", "paid_on")
               if isinstance(v := form.get(k), str)}
     secret = await _secret(state)
-    return _page(*await asyncio.to_thread(_act, state, token, fields, secret, lang, nonce))
+    cookie = _fresh(request.cookies.get(COOKIE), state.store.clock())
+    view = await asyncio.to_thread(_act, state, token, fields, secret, cookie, lang, nonce)
+    if view.status == 404:
+        state.failures.failed(client)
+    return _page(view, request, token)
+
+
+def _throttled(state: _State, lang: str, nonce: str, wait: int) -> web.Response:
+    page = mailer.render_page(state.settings.environment(), "result", lang, _page_context(
+        nonce, "throttled"))
+    response = web.Response(status=429, text=page, content_type="text/html", charset="utf-8")
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _same_site(request: web.Request, settings: ApprovalSettings) -> bool:
@@ -189,87 +363,179 @@ async def _secret(state: _State) -> bytes:
     return state.secret
 
 
-def csrf_token(secret: bytes, token: str) -> str:
-    return hmac.new(secret, hash_token(token).encode(), hashlib.sha256).hexdigest()
+# ---- the form cookie and nonce ----------------------------------------------------------------
+
+def new_cookie(now: datetime) -> str:
+    """``<issued, unix seconds>.<random>``: the value of the form cookie."""
+    return f"{int(now.replace(tzinfo=UTC).timestamp())}.{secrets.token_urlsafe(24)}"
+
+
+def _fresh(value: str | None, now: datetime) -> str | None:
+    """The cookie value when well formed and issued within COOKIE_TTL, else None."""
+    match = _COOKIE_VALUE.match(value or "")
+    if match is None:
+        return None
+    age = now.replace(tzinfo=UTC).timestamp() - int(match.group(1))
+    return value if -300 <= age <= COOKIE_TTL.total_seconds() else None
+
+
+def csrf_token(secret: bytes, token: str, cookie: str) -> str:
+    """The form nonce: bound to the token and to the browser's form cookie."""
+    message = f"{hash_token(token)}.{cookie}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _nonce_ok(fields: dict[str, str], secret: bytes, token: str, cookie: str) -> bool:
+    return hmac.compare_digest(fields.get("csrf", ""), csrf_token(secret, token, cookie))
 
 
 # ---- the work (runs in a thread) ---------------------------------------------------------------
 
 def _look(store: Store, token: str) -> Grant:
-    grant = Approvals(store).look(token)
-    if grant.action not in WEB_ACTIONS:  # reply tokens are for the reply address only
+    """The grant of a link token; anything else (a reply token, a malformed path) is
+    "unknown". The hash is looked up in every case, so every 404 costs the same."""
+    well_formed = _TOKEN.match(token) is not None
+    try:
+        grant = Approvals(store).look(token)
+    except TokenRefused as exc:
+        if exc.grant is not None and not (well_formed and _is_link(exc.grant)):
+            raise TokenRefused("unknown") from None
+        raise
+    if not (well_formed and _is_link(grant)):
         raise TokenRefused("unknown")
     return grant
+
+
+def _is_link(grant: Grant) -> bool:
+    return grant.action in WEB_ACTIONS and grant.document_id is not None
+
+
+def _doc_id(grant: Grant) -> int:
+    assert grant.document_id is not None, "_look lets only document tokens through"
+    return grant.document_id
 
 
 def _refused_outcome(store: Store, exc: TokenRefused) -> str:
     """unknown/used/expired, or for a stale token "decided" when the invoice no longer waits."""
     if exc.reason == "stale" and exc.grant is not None and decisions.already_decided(
-            store, exc.grant.document_id, exc.grant.action):
+            store, _doc_id(exc.grant), exc.grant.action):
         return "decided"
     return exc.reason if exc.reason in STATUS else "unknown"
 
 
-def _show(state: _State, token: str, secret: bytes, lang: str, nonce: str) -> tuple[int, str]:
+def _renewable(store: Store, grant: Grant) -> bool:
+    """An expired approve/reject link of an invoice that still waits, whose person is still
+    one of the folder's people."""
+    if grant.action not in RENEWABLE or grant.document_id is None:
+        return False
+    doc = store.documents.get(grant.document_id)
+    if doc is None or doc.state != decisions.PENDING:
+        return False
+    people = approval.request_recipients(store, doc.folder_id)
+    return grant.approver.lower() in (p.lower() for p in people)
+
+
+def _show(state: _State, token: str, secret: bytes, cookie: str, lang: str,
+          nonce: str) -> _View:
     store = state.store
     try:
         grant = _look(store, token)
     except TokenRefused as exc:
-        return _result(state, _refused_outcome(store, exc), _lang_of(store, exc.grant, lang),
-                       nonce, exc.grant)
-    doc = store.documents.get(grant.document_id)
+        outcome = _refused_outcome(store, exc)
+        lang = _lang_of(store, exc.grant, lang)
+        if outcome == "expired" and exc.grant is not None and _renewable(store, exc.grant):
+            return _View(*_result(state, outcome, lang, nonce, exc.grant,
+                                  renew=(f"/a/{token}", csrf_token(secret, token, cookie))),
+                         cookie=cookie)
+        return _View(*_result(state, outcome, lang, nonce, exc.grant))
+    doc = store.documents.get(_doc_id(grant))
     folder = store.folder(doc.folder_id) if doc else None
     if doc is None or folder is None:
-        return _result(state, "unknown", lang, nonce)
+        return _View(*_result(state, "unknown", lang, nonce))
     lang = folder.language or lang
     context: dict[str, object] = {
         "csp_nonce": nonce, "folder_name": folder.name, "supplier": decisions.supplier_of(doc),
         "number": doc.number, "issue_date": doc.issue_date, "due_date": doc.due_date,
         "currency": doc.currency, "total_gross": doc.total_gross, "amount_due": doc.amount_due,
         "reasons": list(doc.reasons), "expires_at": grant.expires_at,
-        "action_url": f"/a/{token}", "csrf_token": csrf_token(secret, token),
+        "action_url": f"/a/{token}", "csrf_token": csrf_token(secret, token, cookie),
         "reason_codes": mailer.reason_choices(lang), "action": grant.action,
         "today": store.clock().date().isoformat(),
     }
-    return 200, mailer.render_page(state.settings.environment(), "approve", lang, context)
+    return _View(200, mailer.render_page(state.settings.environment(), "approve", lang, context),
+                 cookie=cookie)
 
 
-def _act(state: _State, token: str, fields: dict[str, str], secret: bytes, lang: str,
-         nonce: str) -> tuple[int, str]:
+def _act(state: _State, token: str, fields: dict[str, str], secret: bytes,
+         cookie: str | None, lang: str, nonce: str) -> _View:
     store, settings = state.store, state.settings
     try:
         grant = _look(store, token)
     except TokenRefused as exc:
-        return _result(state, _refused_outcome(store, exc), _lang_of(store, exc.grant, lang),
-                       nonce, exc.grant)
+        if exc.reason == "expired" and exc.grant is not None and fields.get("action") == "renew":
+            return _View(*_renew(state, token, exc.grant, fields, secret, cookie, lang, nonce))
+        return _View(*_result(state, _refused_outcome(store, exc),
+                              _lang_of(store, exc.grant, lang), nonce, exc.grant))
     lang = _lang_of(store, grant, lang)
-    if not hmac.compare_digest(fields.get("csrf", ""), csrf_token(secret, token)):
-        return _result(state, "refused", lang, nonce, grant)  # B-APPR-02
+    if cookie is None:  # B-APPR-02: no form cookie (another site, a scanner, a stale page)
+        return _View(*_result(state, "no-cookie", lang, nonce, grant))
+    if not _nonce_ok(fields, secret, token, cookie):
+        return _View(*_result(state, "refused", lang, nonce, grant))
     if fields.get("action") != grant.action:  # B-APPR-06: a reject link cannot approve
-        return _result(state, "refused", lang, nonce, grant)
+        return _View(*_result(state, "refused", lang, nonce, grant))
+    doc_id = _doc_id(grant)
     common: dict[str, Any] = {"by": grant.approver, "version": grant.document_version,
                               "note": fields.get("note", ""), "token": token, "via": "link"}
     try:
         if grant.action == "approve":
-            decisions.approve(store, settings, grant.document_id, **common)
+            decisions.approve(store, settings, doc_id, **common)
         elif grant.action == "reject":
             if not fields.get("reason"):
-                return _result(state, "invalid", lang, nonce, grant)
-            decisions.reject(store, settings, grant.document_id, code=fields["reason"],
-                             **common)
+                return _View(*_result(state, "invalid", lang, nonce, grant))
+            decisions.reject(store, settings, doc_id, code=fields["reason"], **common)
         else:
-            decisions.mark_paid(store, settings, grant.document_id,
+            decisions.mark_paid(store, settings, doc_id,
                                 on=_paid_on(fields.get("paid_on"), store), **common)
     except TokenRefused as exc:
-        return _result(state, _refused_outcome(store, exc), lang, nonce, grant)
+        return _View(*_result(state, _refused_outcome(store, exc), lang, nonce, grant))
     except (NotAllowed, NotPayable, ValueError):
-        return _result(state, "invalid", lang, nonce, grant)
+        return _View(*_result(state, "invalid", lang, nonce, grant))
     except DecisionError:
-        return _result(state, "decided", lang, nonce, grant)
-    log.info("document %d: %s by %s via link #%s", grant.document_id, grant.action,
-             grant.approver, hash_token(token)[:12])
+        return _View(*_result(state, "decided", lang, nonce, grant))
+    log.info("document %d: %s by %s via link #%s", doc_id, grant.action, grant.approver,
+             hash_token(token)[:12])
     decision = {"approve": "approved", "reject": "rejected"}.get(grant.action, "paid")
-    return _result(state, "done", lang, nonce, grant, decision)
+    return _View(*_result(state, "done", lang, nonce, grant, decision))
+
+
+def _renew(state: _State, token: str, grant: Grant, fields: dict[str, str], secret: bytes,
+           cookie: str | None, lang: str, nonce: str) -> tuple[int, str]:
+    """B-APPR-04: a fresh approval request to the expired link's person (see the module
+    docstring for the conditions)."""
+    store = state.store
+    lang = _lang_of(store, grant, lang)
+    if cookie is None:
+        return _result(state, "no-cookie", lang, nonce, grant)
+    if not _nonce_ok(fields, secret, token, cookie):
+        return _result(state, "refused", lang, nonce, grant)
+    doc_id = _doc_id(grant)
+    with store.write_transaction():
+        if not _renewable(store, grant):
+            return _result(state, "expired", lang, nonce, grant)
+        if Approvals(store).issued_since(doc_id, grant.approver,
+                                         store.clock() - RENEW_EVERY):
+            return _result(state, "renew-wait", lang, nonce, grant)
+        sent = approval.request_approval(store, state.settings, doc_id, only=grant.approver)
+        if sent:
+            doc = store.documents.get(doc_id)
+            store.add_event("link-renewed", f"new approval request to {grant.approver}, "
+                            "asked from an expired link", actor=grant.approver,
+                            folder_id=doc.folder_id if doc else None, document_id=doc_id)
+    if not sent:
+        return _result(state, "expired", lang, nonce, grant)
+    log.info("document %d: new approval request to %s, asked from expired link #%s", doc_id,
+             grant.approver, hash_token(token)[:12])
+    return _result(state, "renewed", lang, nonce, grant)
 
 
 def _paid_on(value: str | None, store: Store) -> date:
@@ -281,32 +547,42 @@ def _paid_on(value: str | None, store: Store) -> date:
 def _lang_of(store: Store, grant: Grant | None, fallback: str) -> str:
     if grant is None:
         return fallback
-    doc = store.documents.get(grant.document_id)
-    folder = store.folder(doc.folder_id) if doc is not None else None
+    folder = store.folder(grant.folder_id)
     return (folder.language or fallback) if folder is not None else fallback
 
 
+def _page_context(nonce: str, outcome: str, **values: object) -> dict[str, object]:
+    context: dict[str, object] = {"csp_nonce": nonce, "outcome": outcome, "decision": None,
+                                  "supplier": None, "number": None, "renew_url": None,
+                                  "renew_csrf": None}
+    context.update(values)
+    return context
+
+
 def _result(state: _State, outcome: str, lang: str, nonce: str, grant: Grant | None = None,
-            decision: str | None = None) -> tuple[int, str]:
-    """The result page; supplier and number only when the token was a real one."""
+            decision: str | None = None,
+            renew: tuple[str, str] | None = None) -> tuple[int, str]:
+    """The result page; supplier and number only when the token was a real one. ``renew``:
+    (URL, nonce) of the "send me a new link" form on an expired link's page."""
     supplier = number = None
-    if grant is not None:
+    if grant is not None and grant.document_id is not None:
         doc = state.store.documents.get(grant.document_id)
         if doc is not None:
             supplier, number = decisions.supplier_of(doc), doc.number
-    page = mailer.render_page(state.settings.environment(), "result", lang, {
-        "csp_nonce": nonce, "outcome": outcome, "decision": decision, "supplier": supplier,
-        "number": number})
+    page = mailer.render_page(state.settings.environment(), "result", lang, _page_context(
+        nonce, outcome, decision=decision, supplier=supplier, number=number,
+        renew_url=renew[0] if renew else None, renew_csrf=renew[1] if renew else None))
     return STATUS.get(outcome, 400), page
 
 
 # ---- running ----------------------------------------------------------------------------------
 
 async def run_web(store: Store, settings: ApprovalSettings, listen_host: str,
-                  listen_port_or_path: int | str, stop: asyncio.Event) -> None:
+                  listen_port_or_path: int | str, stop: asyncio.Event, *,
+                  trusted_proxies: Sequence[str] = ()) -> None:
     """Serve until ``stop`` is set: TCP when given a port, a unix socket when given a path."""
-    runner = web.AppRunner(make_app(store, settings), access_log_class=AccessLogger,
-                           handle_signals=False)
+    runner = web.AppRunner(make_app(store, settings, trusted_proxies=trusted_proxies),
+                           access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     try:
         site: web.BaseSite

@@ -58,12 +58,31 @@ def _settings_and_reply_threading(db: pw.Database) -> None:
     _add_missing_columns(db, models.Approval, ["request_message_id"])
 
 
+def _folder_tokens(db: pw.Database) -> None:
+    """Approval rows get their folder (filled in from the document) and a nullable document,
+    so a token can be bound to a folder (a digest's reply address); and the time of the last
+    "unauthenticated attempt" notice sent about each token."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+    _add_missing_columns(db, models.Approval, ["folder", "attempt_noticed_at"])
+    sql: Any = db
+    sql.execute_sql("UPDATE approval SET folder_id = (SELECT document.folder_id FROM document "
+                   "WHERE document.id = approval.document_id) "
+                   "WHERE folder_id IS NULL AND document_id IS NOT NULL")
+    document = next(c for c in db.get_columns("approval") if c.name == "document_id")
+    if not document.null:
+        migrator = PostgresqlMigrator(db) if is_postgres(db) else SqliteMigrator(db)
+        migrate(migrator.drop_not_null("approval", "document_id"))
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (1, "initial schema: folders, partners, senders, messages, deliveries, documents, "
         "events, approvals, outbox, blobs", _initial),
     (2, "folder policy (amount limit, approvers, digest time), document xml hash and "
         "accountant sharing, outbox lease", _policy_and_sharing),
     (3, "installation settings; approval request threading", _settings_and_reply_threading),
+    (4, "approval tokens bound to a folder (digest reply address); attempt notices",
+        _folder_tokens),
 )
 
 

@@ -186,8 +186,13 @@ class Event(Base):
 
 
 class Approval(Base):
+    """A token. Bound to one document (approval links, the reply address of an approval
+    request, "mark as paid" links) or, with ``document`` null, to a folder (the reply address
+    of a digest). ``folder`` is set on every row (migration 4 filled it in for older rows)."""
+
     id = pw.AutoField()
-    document = pw.ForeignKeyField(Document, backref="approvals", on_delete="CASCADE")
+    document = pw.ForeignKeyField(Document, null=True, backref="approvals", on_delete="CASCADE")
+    folder = pw.ForeignKeyField(Folder, null=True, backref="approvals", on_delete="CASCADE")
     token_hash = pw.CharField(unique=True, max_length=64)
     approver = pw.CharField(default="")
     action = pw.CharField(default="")  # approve | reject | reply | paid
@@ -195,6 +200,7 @@ class Approval(Base):
     expires_at = pw.DateTimeField()
     used_at = pw.DateTimeField(null=True)
     request_message_id = pw.CharField(default="", max_length=512)  # threading of replies
+    attempt_noticed_at = pw.DateTimeField(null=True)  # last "unauthenticated attempt" notice
     created_at = pw.DateTimeField()
 
 

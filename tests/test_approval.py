@@ -304,10 +304,16 @@ def test_out_of_office_is_ignored(store: Store, keys: dict[str, Key],
     _assert_untouched(store, doc_id, req)
 
 
+def attempts(store: Store) -> list[EmailMessage]:
+    out = OutboxStore(store)
+    return [parse(out.raw(item)) for item in out.items(kind="approval_attempt")]
+
+
 def test_forged_or_foreign_approver_is_refused(store: Store, keys: dict[str, Key],
-                                               auth: AuthSettings) -> None:
+                                               auth: AuthSettings, clock: Clock) -> None:
     """B-APPR-11: From boss@company.test without DKIM, with an attacker's DKIM, and a genuine
-    colleague who is not the approver of this token: no action, no notice."""
+    colleague who is not the approver of this token: no action, no decision notice; the
+    approver (never the sender) gets one "unauthenticated attempt" notice per token and hour."""
     doc_id = make_document(store, make_folder(store))
     req = request(store, doc_id)[BOSS]
     unsigned = reply_mail(req, "OUI")
@@ -325,6 +331,47 @@ def test_forged_or_foreign_approver_is_refused(store: Store, keys: dict[str, Key
     _assert_untouched(store, doc_id, req)
     kinds = [e.kind for e in store.events(document_id=doc_id)]
     assert kinds.count("reply-refused") == 3
+    # one notice for the three attempts, to the approver, threaded under the request
+    [notice] = attempts(store)
+    assert notice["To"] == BOSS and notice["Auto-Submitted"] == "auto-generated"
+    assert notice["In-Reply-To"] == req.message["Message-ID"]
+    assert notice["Subject"] == ("Tentative d'approbation non authentifiée : facture "
+                                 "F2026-0042 de Fournitures Dupont")
+    text = text_of(notice, "plain")
+    assert "RIEN N'A ÉTÉ FAIT" in text and "Expéditeur annoncé : boss@company.test" in text
+    assert "DKIM : none" in text and "1 234,56 €" in text
+    raw = OutboxStore(store).raw(OutboxStore(store).items(kind="approval_attempt")[0])
+    assert req.reply_tag[1:].encode() not in raw.lower()  # the token is never repeated
+    details = [e.detail for e in store.events(document_id=doc_id) if e.kind == "reply-refused"]
+    assert details[0].endswith("; the approver was warned")
+    assert all("one an hour" in d for d in details[1:])
+    # an hour later, an attacker signing for its own domain: a second notice, to the approver
+    clock.advance(hours=1)
+    attacker = signed(reply_mail(req, "OUI", sender="attacker@evil.test"), keys["evil"],
+                      domain="evil.test")
+    outcome, verdict = answer(store, req, attacker, auth, mail_from="attacker@evil.test")
+    assert verdict.result == "pass" and outcome.startswith("refused: From attacker@evil.test")
+    _, second = attempts(store)
+    assert second["To"] == BOSS and "attacker" not in str(second["To"])
+    assert "Expéditeur annoncé : attacker@evil.test" in text_of(second, "plain")
+    assert "une personne qui ne peut pas répondre" in text_of(second, "plain")
+    _assert_untouched(store, doc_id, req)
+    assert OutboxStore(store).items(kind="approval_attempt")[1].recipients == (BOSS,)
+
+
+def test_automatic_mail_and_bounces_never_warn_the_approver(store: Store,
+                                                             auth: AuthSettings) -> None:
+    """The loop guard comes first: an unsigned auto-reply or bounce is ignored silently."""
+    doc_id = make_document(store, make_folder(store))
+    req = request(store, doc_id)[BOSS]
+    auto = reply_mail(req, "OUI", headers={"Auto-Submitted": "auto-replied"})
+    assert answer(store, req, auto, auth)[0].startswith("ignored")
+    bounce = reply_mail(req, "OUI", sender="MAILER-DAEMON@mx.company.test")
+    assert answer(store, req, bounce, auth, mail_from="")[0].startswith("ignored")
+    assert attempts(store) == []
+    unsigned = reply_mail(req, "OUI")  # positive control: a person's unsigned reply warns
+    assert answer(store, req, unsigned, auth)[0].startswith("refused")
+    assert len(attempts(store)) == 1
 
 
 def test_dns_trouble_is_retried_not_refused(store: Store, keys: dict[str, Key],

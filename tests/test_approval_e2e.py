@@ -1,9 +1,11 @@
 """Approval end to end through ``facturd serve``: a held invoice -> the request mail at a real
-SMTP relay on 127.0.0.1 -> the link page (GET changes nothing) -> POST approves once; and
-approval by an authenticated reply sent back to the daemon over SMTP."""
+SMTP relay on 127.0.0.1 -> the link page (GET changes nothing; a browser-like client keeps
+the form cookie) -> POST approves once; approval by an authenticated reply sent back to the
+daemon over SMTP; and "payé <number>" replies to a digest."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
 import smtplib
@@ -12,7 +14,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
@@ -68,7 +72,7 @@ def request_for(sink: SmtpSink, number: str) -> Captured:
     def find() -> Captured | None:
         with sink.lock:
             return next((m for m in sink.messages if number in m.raw.decode(errors="replace")
-                         and b"Reply-To:" in m.raw), None)
+                         and str(m.message["Subject"]).startswith("À approuver")), None)
     found = wait_for(find, what=f"approval request for {number}")
     assert isinstance(found, Captured)
     return found
@@ -80,14 +84,20 @@ def text_part(msg: EmailMessage) -> str:
     return str(part.get_content())
 
 
-def http(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+class Browser:
+    """urllib with a cookie jar: keeps the approval page's form cookie as a browser does."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def __call__(self, url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            with self.opener.open(urllib.request.Request(url, data=body), timeout=30) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
 
 
 def doc_state(f: Facturd, number: str) -> str:
@@ -109,13 +119,18 @@ def test_link_approval_get_changes_nothing_post_acts_once(
     approve_url = re.search(r"http://127\.0\.0\.1:\d+/a/[A-Za-z0-9_-]+", text)
     assert approve_url is not None
     url = approve_url.group(0)
+    http = Browser()
     for _ in range(3):  # a mail scanner opening the link, then the person
         status, page = http(url)
         assert status == 200
     assert doc_state(f, "AP-1") == "pending_approval"  # GET changed nothing
+    assert [c.name for c in http.jar] == ["facturd_form"]
     csrf = re.search(r'name="csrf" value="([^"]+)"', page)
     assert csrf is not None
     assert http(url, {"csrf": "forged", "action": "approve", "note": ""})[0] == 403
+    # B-APPR-02: the page's nonce without the page's cookie (another browser, a scanner)
+    assert Browser()(url, {"csrf": csrf.group(1), "action": "approve", "note": ""})[0] == 403
+    assert doc_state(f, "AP-1") == "pending_approval"
     status, page = http(url, {"csrf": csrf.group(1), "action": "approve", "note": "ok"})
     assert status == 200
     assert doc_state(f, "AP-1") == "archived"
@@ -191,3 +206,62 @@ def test_reply_approval_acts_once_and_ignores_others(world: tuple[Facturd, SmtpS
             smtp.mail(BOSS)
             code, text = smtp.rcpt(address)
         assert (code, text[:5]) == (550, b"5.1.1")
+
+
+def sent_mail(sink: SmtpSink, what: str, match: Any) -> Captured:
+    def find() -> Captured | None:
+        with sink.lock:
+            return next((m for m in sink.messages if match(m.message)), None)
+    found = wait_for(find, what=what)
+    assert isinstance(found, Captured)
+    return found
+
+
+def test_digest_reply_marks_paid(world: tuple[Facturd, SmtpSink, int], key: Key) -> None:
+    """An approved invoice, a digest from ``facturd digest --now`` through the relay, a forged
+    "payé" reply (the addressee is warned, nothing changes), the genuine one (marked paid,
+    confirmed under the reply), and the used reply address refused at RCPT."""
+    f, sink, _ = world
+    send_invoice(f, "PY-1")
+    settled(f, 1)
+    text = text_part(request_for(sink, "PY-1").message)
+    found = re.search(r"http://127\.0\.0\.1:\d+/a/[A-Za-z0-9_-]+", text)
+    assert found is not None
+    browser = Browser()
+    page = browser(found.group(0))[1]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf is not None
+    assert browser(found.group(0), {"csrf": csrf.group(1), "action": "approve"})[0] == 200
+    assert doc_state(f, "PY-1") == "archived"
+
+    f.cli("digest", "--folder", VAT, "--now")
+    digest = sent_mail(sink, "the digest",
+                       lambda m: str(m["Message-ID"]).startswith("<digest.")).message
+    reply_to = str(digest["Reply-To"])
+    assert reply_to.lower().startswith(f"{VAT.lower()}+r") and reply_to.endswith(f"@{DOMAIN}")
+    assert "payé PY-1" in text_part(digest)
+
+    def deliver(raw: bytes) -> None:
+        with smtplib.SMTP("127.0.0.1", f.smtp_port, timeout=30) as smtp:
+            smtp.sendmail(BOSS, [reply_to], raw)
+
+    digest_id = str(digest["Message-ID"])
+    deliver(reply(key, reply_to, digest_id, "payé PY-1", sign=False))
+    warning = sent_mail(sink, "the unauthenticated-attempt notice",
+                        lambda m: str(m["Subject"]).startswith("Réponse non authentifiée"))
+    assert warning.rcpt_tos == (BOSS,) and warning.message["In-Reply-To"] == digest_id
+    assert doc_state(f, "PY-1") == "archived"
+
+    genuine = reply(key, reply_to, digest_id, "payé PY-1")
+    reply_id = str(BytesParser(policy=policy.default).parsebytes(genuine)["Message-ID"])
+    deliver(genuine)
+    confirm = sent_mail(sink, "the confirmation",
+                        lambda m: str(m["In-Reply-To"]) == reply_id).message
+    assert confirm["Auto-Submitted"] == "auto-replied" and confirm["To"] == BOSS
+    assert "PY-1" in text_part(confirm) and "MARQUÉES COMME PAYÉES (1)" in text_part(confirm)
+    assert doc_state(f, "PY-1") == "paid"
+    with smtplib.SMTP("127.0.0.1", f.smtp_port, timeout=30) as smtp:
+        smtp.ehlo("mx.acme.test")
+        smtp.mail(BOSS)
+        code, answer = smtp.rcpt(reply_to)
+    assert (code, answer[:5]) == (550, b"5.1.1")

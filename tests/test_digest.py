@@ -310,6 +310,37 @@ def test_digest_content(store: Store, clock: Clock, lang: str) -> None:
     assert ("Reçues    : 0" if lang == "fr" else "Received : 0") in body(second)
 
 
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_digest_reply_address_for_marking_paid(store: Store, clock: Clock, lang: str) -> None:
+    """With the intake domain known, the digest's Reply-To is a folder token (single use,
+    expiring with the links) and the text says how to answer; every token of the digest
+    records its Message-ID, so what they cause threads under it."""
+    ids = scenario(store, lang)
+    now = datetime(2026, 3, 10, 7, 0)
+    clock.now = now
+    settings = DigestSettings(PUBLIC, FROM, timedelta(days=8), mailer.template_dirs(),
+                              domain="invoices.test")
+    assert send_digests(store, settings, now) == [(VAT, "sent")]
+    [msg] = digests(store)
+    local, _, domain = str(msg["Reply-To"]).partition("@")
+    assert domain == "invoices.test" and local.startswith(f"{VAT}+r")
+    grant = Approvals(store).look(local.partition("+")[2][1:])
+    assert (grant.action, grant.document_id, grant.folder_id) == ("reply", None, ids["fid"])
+    assert grant.approver == BOSS and grant.expires_at == now + timedelta(days=8)
+    assert grant.request_message_id == msg["Message-ID"]
+    for token in links(store, body(msg)).values():
+        assert Approvals(store).look(token).request_message_id == msg["Message-ID"]
+    text, html = body(msg), body(msg, "html")
+    if lang == "fr":
+        assert "MARQUER COMME PAYÉES PAR RÉPONSE" in text
+        assert "« payé O-7 » ou « payé O-7 04/03/2026 »" in text  # the most urgent one
+        assert "Marquer comme payées par réponse" in html
+    else:
+        assert "MARK AS PAID BY REPLY" in text and '"paid O-7"' in text
+        assert "Mark as paid by reply" in html
+    assert local.partition("+")[2] not in text  # the address is in the header only
+
+
 def test_nothing_to_say_sends_nothing_but_advances(store: Store, clock: Clock) -> None:
     fid = folder(store)
     add_doc(store, fid, seller_name="EDF", total_gross=Decimal("10"), currency=EUR,
@@ -481,6 +512,7 @@ def test_cli_settings_from_the_configuration() -> None:
     cfg = Config(domain="invoices.test")
     ds = cli_digest.digest_settings(cfg, PUBLIC)
     assert ds.from_address == "facturd@invoices.test" and ds.token_ttl == timedelta(days=8)
+    assert ds.domain == "invoices.test"  # the digest's reply address is at the intake
     assert ds.template_dirs == mailer.template_dirs()
     assert cli_digest.share_settings(cfg).from_address == "facturd@invoices.test"
     with pytest.raises(ValueError):
