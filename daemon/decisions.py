@@ -10,20 +10,16 @@ decisions on one document (a link click and a reply) produce one change; the oth
 
 Also home of ``ApprovalSettings``, shared by approval.py, replies.py and web.py.
 
-May touch: the document, approval, event, outbox and setting tables (through storage.models
-where storage/ has no method yet — see "storage gap" below), the blob store (notice bytes).
+May touch: the document, approval, event, outbox and setting tables (through storage/:
+``Documents.decide`` is the compare-and-set), the blob store (notice bytes).
 Synchronous and blocking: async callers run these functions in a thread.
 
 Known limits: the notice is one message to every recipient (one Message-ID); a ``by`` that is
-not an address (``cli``) gets no copy. The storage-gap
-helpers belong in storage/ (documents: a ``decide``-style CAS; settings: installation secrets)
-and should move there.
+not an address (``cli``) gets no copy.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -35,8 +31,8 @@ import jinja2
 
 from daemon import faults, mailer
 from rules.lifecycle import REASONS
-from storage import models
 from storage.approvals import Approvals, Grant, TokenRefused
+from storage.documents import Snapshot
 from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
@@ -153,14 +149,13 @@ def _decide(store: Store, settings: ApprovalSettings, document_id: int, change: 
     if not by:
         raise ValueError("by: who decides must be named")
     note = mailer.one_line(note, MAX_NOTE) if note else ""
-    D = models.Document
     with store.write_transaction():
-        row: Any = D.get_or_none(D.id == document_id)
+        row = store.documents.snapshot(document_id)
         if row is None:
             raise UnknownDocument(f"no document {document_id}")
         grant = _redeem(store, token, row, change, by) if token else None
         via = via or (("reply" if grant.action == "reply" else "link") if grant else "cli")
-        expected = version if version is not None else int(row.version)
+        expected = version if version is not None else row.version
         now = store.clock()
         record: dict[str, Any] = {"decision": change.decision, "by": by, "via": via,
                                   "at": now.isoformat(timespec="seconds")}
@@ -168,23 +163,19 @@ def _decide(store: Store, settings: ApprovalSettings, document_id: int, change: 
             record["note"] = note
         if change.code:
             record["code"] = change.code
-        extra = json.loads(row.extra or "{}")
-        values: dict[str, Any] = {"state": change.new_state, "updated_at": now,
-                                  "version": D.version + 1}
+        extra = dict(row.extra)
         if change.paid_on is not None:
             record["on"] = change.paid_on.isoformat()
             extra["payment"] = record
-            values.update(payment_status="paid", paid_on=change.paid_on.isoformat())
         else:
             extra["decision"] = record
             if change.code:
                 extra["reason_code"] = change.code
-        values["extra"] = json.dumps(extra, sort_keys=True, default=str)
-        changed = D.update(**values).where(
-            (D.id == document_id) & (D.version == expected)
-            & D.state.in_(change.allowed_states)).execute()
-        if changed != 1:
-            raise _refusal(row, expected, change)
+        if not store.documents.decide(
+                document_id, version=expected, allowed=change.allowed_states,
+                state=change.new_state, extra=extra,
+                paid_on=change.paid_on.isoformat() if change.paid_on is not None else None):
+            raise _refusal(store, row.id, expected, change)
         detail = f"by {by} via {via}"
         if change.code:
             detail += f": {change.code}"
@@ -200,15 +191,16 @@ def _decide(store: Store, settings: ApprovalSettings, document_id: int, change: 
     return change.new_state
 
 
-def _redeem(store: Store, token: str, row: Any, change: _Change, by: str) -> Grant:
+def _redeem(store: Store, token: str, row: Snapshot, change: _Change, by: str) -> Grant:
     """Use the token in this transaction; a token made stale by another decision becomes
     AlreadyDecided (the loser of a race is told so)."""
     try:
         grant = Approvals(store).redeem(token)
     except TokenRefused as exc:
-        current: Any = models.Document.get_by_id(row.id)  # PostgreSQL: may have moved on
-        if exc.reason == "stale" and current.state not in change.allowed_states:
-            raise _refusal(row, -1, change) from exc
+        current = store.documents.snapshot(row.id)  # PostgreSQL: may have moved on
+        if (exc.reason == "stale" and current is not None
+                and current.state not in change.allowed_states):
+            raise _refusal(store, row.id, -1, change) from exc
         raise
     if (grant.document_id != row.id or grant.action not in change.token_actions
             or grant.approver.lower() != by.lower()):
@@ -219,28 +211,28 @@ def _redeem(store: Store, token: str, row: Any, change: _Change, by: str) -> Gra
 def already_decided(store: Store, document_id: int, action: str) -> str | None:
     """For a token refused as stale: "already decided: …" when the document no longer waits
     for the token's action (``approve``/``reject``/``reply``/``paid``), else None."""
-    row: Any = models.Document.get_or_none(models.Document.id == document_id)
+    row = store.documents.snapshot(document_id)
     waiting = PAYABLE if action == "paid" else (PENDING,)
     if row is None or row.state in waiting:
         return None
     change = _Change("paid" if action == "paid" else "decided", waiting, (), "")
-    return str(_refusal(row, -1, change))
+    return str(_refusal(store, row.id, -1, change))
 
 
-def _refusal(row: Any, expected: int, change: _Change) -> DecisionError:
-    D = models.Document
-    current = D.get_by_id(row.id)
+def _refusal(store: Store, document_id: int, expected: int, change: _Change) -> DecisionError:
+    current = store.documents.snapshot(document_id)
+    if current is None:
+        return UnknownDocument(f"no document {document_id}")
     state = current.state
-    extra = json.loads(current.extra or "{}")
-    last = extra.get("payment" if state == PAID_STATE else "decision") or {}
+    last = current.extra.get("payment" if state == PAID_STATE else "decision") or {}
     who = f" by {last['by']}" if last.get("by") else ""
     when = f" on {last['at'][:10]}" if last.get("at") else ""
     if change.decision == "paid" and state not in (PAID_STATE, *PAYABLE):
-        return NotPayable(f"document {row.id} is {state}: only an approved invoice can be "
+        return NotPayable(f"document {document_id} is {state}: only an approved invoice can be "
                           "marked paid")
     if state not in change.allowed_states:
-        return AlreadyDecided(f"already decided: document {row.id} is {state}{who}{when}")
-    return AlreadyDecided(f"already decided: document {row.id} changed since (version "
+        return AlreadyDecided(f"already decided: document {document_id} is {state}{who}{when}")
+    return AlreadyDecided(f"already decided: document {document_id} changed since (version "
                           f"{current.version}, expected {expected})")
 
 
@@ -305,16 +297,3 @@ def _enqueue_notice(store: Store, settings: ApprovalSettings, document_id: int,
 
 def supplier_of(doc: Any) -> str:
     return str(doc.seller_name or doc.seller_vat or "—")
-
-
-# ---- storage gap: installation secrets (belongs in storage/, e.g. Store.secret) -------------
-
-def installation_secret(store: Store, key: str) -> bytes:
-    """A random 32-byte secret shared by every node (Setting table), created on first use."""
-    S = models.Setting
-    row = S.get_or_none(S.key == key)
-    if row is None:
-        with store.write_transaction():
-            S.insert(key=key, value=secrets.token_hex(32)).on_conflict_ignore().execute()
-        row = S.get(S.key == key)
-    return bytes.fromhex(row.value)

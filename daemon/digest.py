@@ -36,9 +36,7 @@ Decisions (the issue is silent on these):
     with "and N more". The reply address covers every open invoice of the folder, purchase
     or sales, listed or not; it works once and expires with the links (``token_ttl``).
 
-Known limits: the ``storage.models`` queries below belong in storage/ (no storage API exposes
-``payment_status``, ``shared_at`` or ``last_digest_at`` yet); the first digest of a folder
-counts everything since the folder was created.
+Known limits: the first digest of a folder counts everything since the folder was created.
 """
 
 from __future__ import annotations
@@ -58,11 +56,11 @@ import jinja2
 
 from daemon import mailer
 from daemon.approval import reply_address
-from storage import models
+from storage import digests
 from storage.approvals import Approvals
 from storage.outbox import OutboxStore
 from storage.policy import Policy
-from storage.records import Folder
+from storage.records import Document, Folder
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -255,35 +253,22 @@ def digest_due(folder_settings: Mapping[str, Any], now_utc: datetime,
     return last_digest_at is None or last_digest_at < slot
 
 
-# ---- storage reads (belong in storage/: see the module docstring) --------------------------
+# ---- what the digest shows (queries: storage/digests.py) ---------------------------------
 
-def to_invoice(row: Any) -> Invoice:
-    amounts = {k: Decimal(getattr(row, k)) if getattr(row, k) is not None else None
-               for k in ("total_gross", "amount_due")}
-    return Invoice(id=row.id, direction=row.direction, state=row.state,
-                   payment_status=row.payment_status, number=row.number,
-                   party=row.buyer_name if row.direction == "sales" else row.seller_name,
-                   issue_date=row.issue_date, due_date=row.due_date, currency=row.currency,
-                   **amounts)
+def to_invoice(doc: Document) -> Invoice:
+    return Invoice(id=doc.id, direction=doc.direction, state=doc.state,
+                   payment_status=doc.payment_status, number=doc.number,
+                   party=doc.buyer_name if doc.direction == "sales" else doc.seller_name,
+                   issue_date=doc.issue_date, due_date=doc.due_date, currency=doc.currency,
+                   total_gross=doc.total_gross, amount_due=doc.amount_due)
 
 
 def open_invoices(folder_id: int) -> list[Invoice]:
-    D = models.Document
-    q = D.select().where((D.folder == folder_id) & (D.payment_status != "paid")
-                         & D.state.in_(sorted({*PURCHASE_OPEN, *SALES_OPEN})))
-    return [to_invoice(r) for r in q.order_by(D.id)]
+    return [to_invoice(d) for d in digests.open_documents(folder_id,
+                                                          {*PURCHASE_OPEN, *SALES_OPEN})]
 
 
-def last_digest_at(folder_id: int) -> datetime | None:
-    value: datetime | None = models.Folder.get_by_id(folder_id).last_digest_at
-    return value
-
-
-def _advance(folder_id: int, seen: datetime | None, now: datetime) -> bool:
-    """Compare-and-set of ``last_digest_at`` from ``seen`` to ``now``."""
-    F = models.Folder
-    cond = F.last_digest_at.is_null() if seen is None else F.last_digest_at == seen
-    return bool(F.update(last_digest_at=now).where((F.id == folder_id) & cond).execute())
+last_digest_at = digests.last_digest_at
 
 
 @dataclass(frozen=True)
@@ -301,24 +286,13 @@ class Activity:
 def activity(folder_id: int, since: datetime | None, until: datetime) -> Activity:
     """Documents created (received) or moved (archived, blocked as duplicates, held) in
     (since, until]."""
-    D = models.Document
-
-    def count(cond: Any, column: Any) -> int:
-        window = column <= until if since is None else (column > since) & (column <= until)
-        return int(D.select().where((D.folder == folder_id) & cond & window).count())
-
-    return Activity(received=count(D.direction == "purchase", D.created_at),
-                    archived=count(D.state == "archived", D.updated_at),
-                    blocked=count(D.state == "duplicate", D.updated_at),
-                    new_pending=count(D.state == "pending_approval", D.updated_at))
+    return Activity(*digests.activity_counts(folder_id, since, until))
 
 
 def pending_approvals(folder_id: int) -> tuple[list[Invoice], int]:
     """The oldest MAX_LINKS documents waiting for a person, and how many wait in all."""
-    D = models.Document
-    q = D.select().where((D.folder == folder_id) & (D.state == "pending_approval"))
-    rows = q.order_by(D.created_at, D.id).limit(MAX_LINKS)
-    return [to_invoice(r) for r in rows], int(q.count())
+    docs, total = digests.pending_documents(folder_id, MAX_LINKS)
+    return [to_invoice(d) for d in docs], total
 
 
 # ---- sending -------------------------------------------------------------------------------
@@ -363,7 +337,7 @@ def _digest_folder(store: Store, settings: DigestSettings, env: jinja2.Environme
         since = last_digest_at(folder.id)  # again, under the write lock
         if not force and not digest_due(fs, now, since):
             return "not due"
-        if not _advance(folder.id, since, now):
+        if not digests.advance(folder.id, since, now):
             raise _Raced
         moved = activity(folder.id, since, now)
         pending, pending_total = pending_approvals(folder.id)

@@ -358,8 +358,7 @@ def _accept_language(request: web.Request) -> str:
 
 async def _secret(state: _State) -> bytes:
     if state.secret is None:
-        state.secret = await asyncio.to_thread(decisions.installation_secret, state.store,
-                                               CSRF_SETTING)
+        state.secret = await asyncio.to_thread(state.store.secret, CSRF_SETTING)
     return state.secret
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,8 @@ def to_record(row: Any) -> records.Document:
         direction=row.direction, state=row.state, source=row.source,
         original_sha256=row.original_sha256, enriched_sha256=row.enriched_sha256,
         filename=row.filename, media_type=row.media_type, duplicate_of=row.duplicate_of_id,
-        created_at=row.created_at, updated_at=row.updated_at, **values,
+        created_at=row.created_at, updated_at=row.updated_at,
+        payment_status=row.payment_status, paid_on=row.paid_on, **values,
     )
 
 
@@ -52,6 +54,17 @@ def to_columns(doc: records.Document) -> dict[str, Any]:
         xml_sha256=str(doc.extra.get("xml_sha256") or ""),
     )
     return cols
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a decision checks: a document's state, version and ``extra`` right now."""
+
+    id: int
+    folder_id: int
+    state: str
+    version: int
+    extra: dict[str, Any]
 
 
 class Documents:
@@ -121,3 +134,28 @@ class Documents:
                                   .where((D.folder == folder_id) & D.shared_at.is_null(False))
                                   .order_by(D.shared_at.desc()).limit(1).scalar())
         return value
+
+    # ---- decisions (daemon/decisions.py) ---------------------------------------------------
+    def snapshot(self, document_id: int) -> Snapshot | None:
+        D = models.Document
+        row: Any = D.select(D.id, D.folder, D.state, D.version, D.extra).where(
+            D.id == document_id).first()
+        if row is None:
+            return None
+        return Snapshot(int(row.id), int(row.folder_id), str(row.state), int(row.version),
+                        json.loads(row.extra or "{}"))
+
+    def decide(self, document_id: int, *, version: int, allowed: Sequence[str],
+               state: str, extra: dict[str, Any], paid_on: str | None = None) -> bool:
+        """Compare-and-set: move the document to ``state`` (version + 1) only if it is still
+        at ``version`` and in one of ``allowed``; ``paid_on`` also marks it paid. True for
+        the one caller that made the change; call inside the decision's transaction."""
+        D = models.Document
+        values: dict[str, Any] = {"state": state, "updated_at": self.clock(),
+                                  "version": D.version + 1,
+                                  "extra": json.dumps(extra, sort_keys=True, default=str)}
+        if paid_on is not None:
+            values.update(payment_status="paid", paid_on=paid_on)
+        return bool(D.update(**values).where(
+            (D.id == document_id) & (D.version == version)
+            & D.state.in_(list(allowed))).execute())

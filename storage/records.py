@@ -158,3 +158,5 @@ class Document:
     extra: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    payment_status: str = "unpaid"  # unpaid | paid (set by daemon/decisions.py, never upsert)
+    paid_on: str | None = None

@@ -52,6 +52,9 @@ def test_layers_import_downwards_only() -> None:
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
     for path in (ROOT / "daemon").rglob("*.py"):
         assert "peewee" not in imports_of(path), f"{path} uses peewee outside storage/"
+        text = path.read_text()
+        assert "storage.models" not in text and "from storage import models" not in text, (
+            f"{path} uses the database models; queries belong in storage/")
 
 
 def test_every_template_folder_is_installed_as_data() -> None:

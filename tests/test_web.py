@@ -332,8 +332,8 @@ def test_paid_link(store: Store) -> None:
 
 
 def test_csrf_secret_is_shared_through_the_database(store: Store) -> None:
-    first = decisions.installation_secret(store, CSRF_SETTING)
-    assert len(first) == 32 and decisions.installation_secret(store, CSRF_SETTING) == first
+    first = store.secret(CSRF_SETTING)
+    assert len(first) == 32 and store.secret(CSRF_SETTING) == first
     assert csrf_token(first, "abc", "1.x") != csrf_token(b"\0" * 32, "abc", "1.x")
     assert csrf_token(first, "abc", "1.x") != csrf_token(first, "abc", "1.y")
     assert csrf_token(first, "abc", "1.x") != csrf_token(first, "abd", "1.x")
