@@ -15,14 +15,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage.store import Store
+from tests.dkimkeys import auth, keys  # noqa: F401 (fixtures shared by the DKIM tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -234,3 +236,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
     for line in getattr(test_spoofing, "SUMMARY", []):
         terminalreporter.write_line(line)
+
+
+def wait_for(check: Callable[[], Any], what: str = "", timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something true (returned), else fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what or check}")

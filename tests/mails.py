@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import formatdate, make_msgid
+
+
+def parse(raw: bytes) -> EmailMessage:
+    """Bytes -> EmailMessage (modern policy), as a mail client would read them."""
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body(msg: EmailMessage, kind: str = "plain") -> str:
+    """The text of the ``plain`` or ``html`` body part."""
+    part = msg.get_body((kind,))
+    assert part is not None
+    return str(part.get_content())
 
 
 def invoice_mail(sender: str = "billing@vendor.test", to: str = "x@invoices.test",

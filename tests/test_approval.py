@@ -12,13 +12,11 @@ from __future__ import annotations
 import html
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -39,8 +37,8 @@ from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
 from tests.conftest import Clock
-from tests.dnsstub import StubDNS
-from tests.test_auth import Key, make_key
+from tests.dkimkeys import Key
+from tests.mails import parse
 
 PUBLIC = "https://factures.acme.test"
 DOMAIN = "invoices.test"
@@ -84,12 +82,6 @@ class Request:
     approve: str
     reject: str
     reply_tag: str
-
-
-def parse(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 def text_of(msg: EmailMessage, kind: str) -> str:
@@ -186,18 +178,6 @@ def test_nothing_sent_without_notify_address_or_when_not_pending(store: Store) -
 
 
 # ---- replies ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, Key]:
-    return {"company": make_key(2048), "evil": make_key(1024)}
-
-
-@pytest.fixture(scope="module")
-def auth(keys: dict[str, Key]) -> Iterator[AuthSettings]:
-    with StubDNS({"sel._domainkey.company.test": keys["company"].record,
-                  "sel._domainkey.evil.test": keys["evil"].record}) as server:
-        yield AuthSettings(nameservers=(server.address,), dns_timeout=2.0)
-
 
 def reply_mail(req: Request, body: str, *, sender: str = f"Jeanne <{BOSS}>",
                headers: dict[str, str] | None = None) -> bytes:
@@ -469,7 +449,7 @@ def test_decisions_need_the_current_version_and_a_pending_document(store: Store)
     assert doc is not None and doc.extra["payment"]["on"] == "2026-03-06"
     sent = notices(store)
     assert len(sent) == 2  # the approval, then the payment
-    from email import message_from_bytes, policy
+    from email import message_from_bytes
 
     paid = message_from_bytes(OutboxStore(store).raw(sent[-1]), policy=policy.default)
     assert "MARQUÉE COMME PAYÉE" in paid.get_body(("plain",)).get_content()  # type: ignore[union-attr]

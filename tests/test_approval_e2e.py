@@ -24,13 +24,13 @@ from typing import Any
 import dkim
 import pytest
 
-from tests.conftest import DOMAIN, VAT, Facturd, free_port
+from tests.conftest import DOMAIN, VAT, Facturd, free_port, wait_for
+from tests.dkimkeys import Key, make_key
 from tests.dnsstub import StubDNS
 from tests.factories import make_facturx_pdf
 from tests.mails import crlf, invoice_mail
 from tests.smtpsink import Captured, SmtpSink
-from tests.test_auth import Key, make_key
-from tests.test_worker import documents, settled, wait_for
+from tests.test_worker import documents, settled
 
 BOSS = "boss@acme.test"
 

@@ -8,14 +8,11 @@ SERVFAIL, NXDOMAIN — is the one the daemon uses. The DKIM vectors of dkimpy an
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
@@ -30,6 +27,7 @@ from daemon.auth import (
 )
 from daemon.dkimcheck import check_alignment, parse_nameserver
 from tests.corpus import CORPUS
+from tests.dkimkeys import Key, make_key
 from tests.dnsstub import StubDNS
 
 CHASQUID = CORPUS / "chasquid/internal/dkim/testdata"
@@ -37,35 +35,6 @@ DKIMPY = CORPUS / "dkimpy/dkim/tests/data"
 OUR_ID = "mx.invoices.test"
 
 HAVE_NACL = importlib.util.find_spec("nacl") is not None  # dkimpy's ed25519 backend
-
-
-@dataclass(frozen=True)
-class Key:
-    pem: bytes  # PKCS#1, what dkim.sign wants
-    record: bytes  # the TXT record
-
-
-def make_key(bits: int) -> Key:
-    """An RSA key: cryptography when importable (>= 1024 bits), else openssl."""
-    try:
-        if bits < 1024:
-            raise ImportError  # cryptography refuses small keys; openssl still makes them
-        from cryptography.hazmat.primitives import serialization as ser
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        pem = private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL,
-                                    ser.NoEncryption())
-        der = private.public_key().public_bytes(ser.Encoding.DER,
-                                                ser.PublicFormat.SubjectPublicKeyInfo)
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither cryptography nor openssl available to make RSA keys")
-        pem = subprocess.run(["openssl", "genrsa", "-traditional", str(bits)], check=True,
-                             capture_output=True).stdout
-        der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=pem,
-                             check=True, capture_output=True).stdout
-    return Key(pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der))
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from storage import outbox as ob
 from storage.outbox import OutboxStore
 from storage.store import Store
 from tests.conftest import Clock
+from tests.mails import parse
 from tests.smtpsink import SmtpSink
 
 FROM = "facturd <facturd@invoices.test>"
@@ -45,12 +43,6 @@ def spaces(text: str) -> str:
     for ch in NBSP:
         text = text.replace(ch, " ")
     return text
-
-
-def parse(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ worker makes for a delivery to ``<VAT>+r<token>@<domain>``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-import dkim
 import pytest
 
 from daemon import mailer
@@ -31,26 +29,22 @@ from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.store import Store
 from tests.conftest import Clock
-from tests.dnsstub import StubDNS
-from tests.test_approval import DOMAIN, FROM, PUBLIC, SETTINGS, VAT, parse, text_of
-from tests.test_auth import Key, make_key
+from tests.dkimkeys import Key
+from tests.test_approval import (
+    DOMAIN,
+    FROM,
+    PUBLIC,
+    SETTINGS,
+    VAT,
+    parse,
+    signed,
+    text_of,
+)
 
 NOTIFY = "compta@company.test"  # receives the digest
 BOSS = "boss@company.test"  # an approver of the folder
 DIGESTS = DigestSettings(public_url=PUBLIC, from_address=FROM, token_ttl=timedelta(days=14),
                          template_dirs=mailer.template_dirs(), domain=DOMAIN)
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, Key]:
-    return {"company": make_key(2048), "evil": make_key(1024)}
-
-
-@pytest.fixture(scope="module")
-def auth(keys: dict[str, Key]) -> Iterator[AuthSettings]:
-    with StubDNS({"sel._domainkey.company.test": keys["company"].record,
-                  "sel._domainkey.evil.test": keys["evil"].record}) as server:
-        yield AuthSettings(nameservers=(server.address,), dns_timeout=2.0)
 
 
 def add(store: Store, folder_id: int, number: str, *, state: str = "archived",
@@ -96,10 +90,6 @@ def reply(msg: EmailMessage, body: str, *, sender: str = BOSS,
         out[name] = value
     out.set_content(body)
     return out.as_bytes().replace(b"\n", b"\r\n")
-
-
-def signed(raw: bytes, key: Key, domain: str = "company.test") -> bytes:
-    return bytes(dkim.sign(raw, b"sel", domain.encode(), key.pem)) + raw
 
 
 def answer(store: Store, msg: EmailMessage, raw: bytes, auth: AuthSettings,

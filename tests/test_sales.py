@@ -23,9 +23,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +43,12 @@ from storage.outbox import OutboxStore
 from storage.policy import Policy
 from storage.sales import SalesStore
 from storage.store import Store
-from tests.conftest import DOMAIN, VAT, VAT2, Clock, Facturd
+from tests.conftest import DOMAIN, VAT, VAT2, Clock, Facturd, wait_for
+from tests.dkimkeys import Key, make_key
 from tests.dnsstub import StubDNS
 from tests.factories import make_facturx_pdf
-from tests.mails import crlf, invoice_mail
+from tests.mails import body, crlf, invoice_mail, parse
 from tests.smtpsink import Captured, SmtpSink, send_one_through
-from tests.test_auth import Key, make_key
 
 CUSTOMER_VAT = "FR44732829320"  # a partner with an e-mail address, not hosted here
 STRANGER_VAT = "FR64443061841"  # no partner record, not hosted
@@ -137,18 +135,6 @@ def state(store: Store, doc_id: int) -> str:
 
 def events(store: Store, doc_id: int, kind: str) -> list[str]:
     return [e.detail for e in store.events(document_id=doc_id) if e.kind == kind]
-
-
-def parse(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
-def body(msg: EmailMessage, kind: str) -> str:
-    part = msg.get_body(preferencelist=(kind,))
-    assert part is not None
-    return str(part.get_content())
 
 
 def pay_href(msg: EmailMessage) -> str:
@@ -478,16 +464,6 @@ def sales_mail(number: str, buyer_vat: str, key: Key | None) -> bytes:
     return raw if key is None else bytes(dkim.sign(raw, b"sel", b"acme.test", key.pem)) + raw
 
 
-def wait(check: Any, what: str, timeout: float = 40) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def served(tmp_path: Path, db_url: str, key: Key) -> Iterator[tuple[Facturd, SmtpSink, Store]]:
     sink = SmtpSink()  # down until the test starts it
@@ -531,7 +507,7 @@ def test_sales_invoices_through_facturd_serve(
         return len(found) == 4 and all(
             d.state != "draft" or events(store, d.id, "not-sent") for d in found.values())
 
-    wait(settled, "four sales documents decided")
+    wait_for(settled, "four sales documents decided")
     d = docs()
     # authenticated, partner e-mail: queued, NOT sent while the relay is down
     assert d["S-1"].state == "sending"
@@ -543,7 +519,7 @@ def test_sales_invoices_through_facturd_serve(
     assert "no address for customer" in events(store, d["S-3"].id, "not-sent")[0]
     # hosted customer: sent at once, a purchase invoice appears in its folder
     assert d["S-4"].state == "sent"
-    [received] = wait(lambda: [x for x in store.documents.find(hosted.id)
+    [received] = wait_for(lambda: [x for x in store.documents.find(hosted.id)
                                if x.state != "received"], "the customer's purchase invoice")
     assert (received.direction, received.number, received.seller_vat) == (
         "purchase", "S-4", VAT)
@@ -553,7 +529,7 @@ def test_sales_invoices_through_facturd_serve(
     assert state(store, d["S-1"].id) == "sending" and sink.messages == []
 
     sink.start()  # the relay comes back: S-1 goes, once
-    wait(lambda: state(store, d["S-1"].id) == "sent", "S-1 sent")
+    wait_for(lambda: state(store, d["S-1"].id) == "sent", "S-1 sent")
     [first] = sink.messages
     assert first.rcpt_tos == (CUSTOMER_EMAIL,)
     assert pay_href(first.message) == expected_pay_url(store, d["S-1"].id, "S-1")
@@ -562,7 +538,7 @@ def test_sales_invoices_through_facturd_serve(
     assert "queued for compta@stranger.test" in sent.stdout
     again = f.cli("documents", "send", str(d["S-1"].id), check=False)
     assert again.returncode == 1 and "sent already" in again.stderr
-    wait(lambda: state(store, d["S-3"].id) == "sent", "S-3 sent")
+    wait_for(lambda: state(store, d["S-3"].id) == "sent", "S-3 sent")
     time.sleep(1)
     with sink.lock:
         assert [m.rcpt_tos for m in sink.messages] == [(CUSTOMER_EMAIL,),

@@ -16,9 +16,9 @@ import dkim
 import pytest
 
 from tests.conftest import DOMAIN, VAT, VAT2, Facturd
+from tests.dkimkeys import Key, make_key
 from tests.dnsstub import StubDNS
 from tests.factories import make_facturx_pdf
-from tests.test_auth import Key, make_key
 from tests.test_worker import settled
 
 SUMMARY: list[str] = []

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import smtplib
-import time
-from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from daemon.worker import Worker
 from storage.queue import Queue
 from storage.records import IntakeItem, Recipient
 from storage.store import Store
-from tests.conftest import DOMAIN, VAT, Clock, Facturd
+from tests.conftest import DOMAIN, VAT, Clock, Facturd, wait_for
 from tests.factories import make_facturx_pdf
 from tests.mails import crlf, invoice_mail
 
@@ -29,16 +27,6 @@ def send(f: Facturd, msg: EmailMessage | bytes) -> None:
     raw = msg if isinstance(msg, bytes) else msg.as_bytes()
     with smtplib.SMTP("127.0.0.1", f.smtp_port, timeout=30) as smtp:
         smtp.sendmail("billing@vendor.test", [TO], crlf(raw))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def documents(f: Facturd) -> list[dict[str, Any]]:
