@@ -21,7 +21,7 @@ from typing import Any
 from daemon import config as config_mod
 from daemon import logs, selfcheck
 from daemon.docjson import document_json
-from daemon.service import ALL_ROLES, AlreadyRunning, open_store, run
+from daemon.service import ALL_ROLES, AlreadyRunning, RoleFailed, open_store, run
 from daemon.vat import InvalidVat, normalize_vat
 from storage.db import StorageError
 from storage.records import IntakeItem, Recipient
@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"facturd: storage error: {exc}", file=sys.stderr)
         return EXIT_STORAGE
+    except RoleFailed as exc:
+        print(f"facturd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_FAIL
 

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from daemon import sdnotify
 from daemon.config import Config
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 ALL_ROLES = ("receive", "work", "web", "send")
 NOT_BUILT: dict[str, str] = {}
+
+
+class RoleFailed(RuntimeError):
+    """A listener could not start, or a role's task ended with an error: the process stops
+    (systemd restarts it and the journal says why) rather than run with a role missing."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -78,7 +83,10 @@ async def run(cfg: Config, roles: tuple[str, ...],
         if "receive" in roles:
             writer = IntakeWriter(store)
             writer.start()
-            servers = await _start_intake(cfg, store, writer)
+            try:
+                servers = await _start_intake(cfg, store, writer)
+            except OSError as exc:
+                raise RoleFailed(f"receive role: cannot listen: {exc}") from exc
         if "work" in roles:
             from daemon.worker import run_worker
 
@@ -108,9 +116,11 @@ async def run(cfg: Config, roles: tuple[str, ...],
         log.info("facturd ready (%s); state in %s", ", ".join(roles), cfg.state_path)
         if ready is not None:
             await ready()
-        await stop.wait()
+        failure = await _until_stop_or_failure(stop, tasks)
         sdnotify.notify("STOPPING=1")
         log.info("stopping")
+        if failure is not None:
+            raise failure
     finally:
         for server in servers:
             server.close()
@@ -120,10 +130,37 @@ async def run(cfg: Config, roles: tuple[str, ...],
         stop.set()
         for task in tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                if task.done():  # its error, if any, was reported above
+                    continue
                 await asyncio.wait_for(task, 30)
         if writer is not None:
             await asyncio.to_thread(writer.stop)
         store.close()
+
+
+async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+                                 ) -> RoleFailed | None:
+    """Wait for the stop signal; a task that ends with an error (say, the web role cannot
+    listen on its port) stops everything and is returned as the reason. Tasks that simply
+    finish (the watchdog outside systemd) do not count."""
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    pending: set[asyncio.Future[Any]] = {stopper, *tasks}
+    try:
+        while not stop.is_set():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is stopper or task.cancelled() or task.exception() is None:
+                    continue
+                exc = task.exception()
+                name = task.get_name() if isinstance(task, asyncio.Task) else "task"
+                log.error("%s failed: %s: %s; stopping", name, type(exc).__name__, exc)
+                stop.set()
+                return RoleFailed(f"{name} failed: {type(exc).__name__}: {exc}")
+            if pending == {stopper}:
+                await stopper
+        return None
+    finally:
+        stopper.cancel()
 
 
 async def _start_intake(cfg: Config, store: Store,

@@ -111,6 +111,7 @@ class Facturd:
         self.tmp = tmp
         self.state = tmp / "state"
         self.smtp_port = free_port()
+        self.web_port = free_port()
         self.lmtp_socket = tmp / "lmtp.sock"
         self.config = tmp / "facturd.toml"
         self.log = tmp / "facturd.log"
@@ -119,6 +120,8 @@ class Facturd:
         self.write_config(extra)
 
     def write_config(self, extra: str = "") -> None:
+        if "[web]" not in extra:  # never the default port: tests and daemons run side by side
+            extra += f'[web]\nlisten = "127.0.0.1:{self.web_port}"\n'
         self.config.write_text(
             f'state_dir = "{self.state}"\n'
             f'domain = "{DOMAIN}"\n'

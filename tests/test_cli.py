@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import VAT, Facturd
 from tests.mails import fake_pdf
@@ -102,3 +107,27 @@ def test_recognize_prints_fields_and_stores_nothing(facturd: Facturd, tmp_path: 
             data["language"]) == ("text", "F-2026-77", "2026-11-02", "120.00", "fr")
     assert data["confidence"]["total_gross"] >= 0.9
     assert not (facturd.state / "facturd.sqlite3").exists()  # nothing stored, no database
+
+
+@pytest.mark.parametrize("role", ["web", "smtp"])
+def test_serve_stops_with_the_reason_when_a_listener_cannot_start(facturd: Facturd,
+                                                                   role: str) -> None:
+    """A port already taken does not leave a daemon running without that role: it stops
+    at once, exit 1, and says which listener and why (systemd restarts it, the journal
+    shows the reason)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if role == "web":
+            facturd.write_config(f'[web]\nlisten = "127.0.0.1:{port}"\n')
+        else:
+            facturd.smtp_port = port
+            facturd.write_config()
+        done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(facturd.config),
+                               "serve"], capture_output=True, text=True, timeout=90,
+                              env=facturd.env())
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("facturd: ") and "address already in use" in last, last
+    assert ("web failed" if role == "web" else "receive role: cannot listen") in last
