@@ -381,8 +381,12 @@ class Tripwire:
                 time.sleep(0.002)
                 continue
             self.opened = True
-            os.write(fd, b"TOPSECRET")
-            os.close(fd)
+            try:
+                os.write(fd, b"TOPSECRET")
+            except BrokenPipeError:  # the reader already closed it: it did open it
+                pass
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> Tripwire:
         self._thread.start()
