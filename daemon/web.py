@@ -21,13 +21,10 @@ approver, and nobody else, a fresh approval request (daemon.approval), at most o
 document and person per ``RENEW_EVERY``, and only while they are still one of the folder's
 people.
 
-Token guessing (B-APPR-09): failed look-ups (404) are counted per client, in memory: after
-``FAIL_LIMIT`` in ``FAIL_WINDOW`` seconds the client gets 429 with ``Retry-After`` on every
-``/a/`` request until the window ends, and one warning is logged per window (the alert). The
-client is the peer address, or the last address in ``X-Forwarded-For`` that is not one of
-``web.trusted_proxies`` when the peer is one of them ("unix": the unix socket); IPv6 clients
-count per /64. Every token is hashed and looked up, well-formed or not, so a 404 costs the
-same whatever was asked.
+Token guessing (B-APPR-09): failed look-ups (404) are counted per client (daemon/webguard.py:
+the peer, or X-Forwarded-For from ``web.trusted_proxies``); over the limit the client gets 429
+with ``Retry-After`` on every ``/a/`` request until its window ends. Every token is hashed and
+looked up, well-formed or not, so a 404 costs the same whatever was asked.
 
 Every response: ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``,
 ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a CSP whose style nonce is
@@ -52,12 +49,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import secrets
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -67,6 +62,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from daemon import approval, decisions, mailer
 from daemon.decisions import ApprovalSettings, DecisionError, NotAllowed, NotPayable
+from daemon.webguard import FailedLookups, Proxy, client_of, parse_proxies
 from storage.approvals import Approvals, Grant, TokenRefused, hash_token
 from storage.store import Store
 
@@ -79,9 +75,6 @@ RENEWABLE = ("approve", "reject")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 COOKIE = "facturd_form"
 COOKIE_TTL = timedelta(hours=2)
-FAIL_LIMIT = 20  # failed token look-ups per client ...
-FAIL_WINDOW = 600.0  # ... per this many seconds, then 429
-MAX_CLIENTS = 10_000  # failure counters kept at most
 RENEW_EVERY = timedelta(hours=1)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _COOKIE_VALUE = re.compile(r"^(\d{1,12})\.([A-Za-z0-9_-]{32})$")
@@ -89,56 +82,6 @@ _LANGS = ("fr", "en")
 STATUS = {"done": 200, "renewed": 200, "unknown": 404, "used": 410, "expired": 410,
           "stale": 410, "decided": 410, "refused": 403, "no-cookie": 403, "invalid": 400,
           "throttled": 429, "renew-wait": 429}
-
-Proxy = ipaddress.IPv4Network | ipaddress.IPv6Network | str  # str: "unix"
-
-
-class FailedLookups:
-    """Failed token look-ups per client in fixed windows (in memory, this process only)."""
-
-    def __init__(self, limit: int = FAIL_LIMIT, window: float = FAIL_WINDOW,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._seen: dict[str, tuple[float, int]] = {}  # client -> (window start, failures)
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until this client may try again, None when it is not blocked."""
-        seen = self._seen.get(client)
-        if seen is None:
-            return None
-        left = seen[0] + self.window - self.clock()
-        if left <= 0:
-            del self._seen[client]
-            return None
-        return max(1, int(left + 0.999)) if seen[1] >= self.limit else None
-
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        start, count = self._seen.get(client, (now, 0))
-        if now - start >= self.window:
-            start, count = now, 0
-        count += 1
-        self._seen[client] = (start, count)
-        if count == self.limit:  # the alert: once per client and window
-            log.warning("web: %d unknown approval links from %s within %.0fs: answering 429 "
-                        "until %.0fs from now (token guessing?)", count, client, self.window,
-                        start + self.window - now)
-        if len(self._seen) > MAX_CLIENTS:
-            self._prune(now)
-
-    def _prune(self, now: float) -> None:
-        self._seen = {c: v for c, v in self._seen.items() if now - v[0] < self.window}
-        if len(self._seen) > MAX_CLIENTS:  # still too many: keep the newest windows
-            newest = sorted(self._seen.items(), key=lambda kv: kv[1][0])[-MAX_CLIENTS // 2:]
-            self._seen = dict(newest)
-
-
-def parse_proxies(values: Sequence[str]) -> tuple[Proxy, ...]:
-    """``web.trusted_proxies`` -> networks (and "unix"); ValueError on anything else."""
-    return tuple(v if v == "unix" else ipaddress.ip_network(v, strict=False) for v in values)
-
 
 @dataclass
 class _State:
@@ -218,52 +161,6 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %d %.3fs", request.method, redact(request.path),
                          response.status, time)
-
-
-# ---- who is asking ----------------------------------------------------------------------------
-
-def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An IP address from a peer or X-Forwarded-For hop (``[v6]:port`` and ``v4:port`` too);
-    None for anything else (a unix socket peer is "")."""
-    text = (text or "").strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-             proxies: tuple[Proxy, ...]) -> bool:
-    if ip is None:
-        return "unix" in proxies
-    return any(not isinstance(p, str) and ip in p for p in proxies)
-
-
-def client_of(peer: str | None, forwarded: str | None, proxies: tuple[Proxy, ...]) -> str:
-    """The key failures are counted under: the peer, or, when the peer is a trusted proxy,
-    the last X-Forwarded-For hop that is not one; IPv6 per /64; "unix" for an untrusted unix
-    socket peer."""
-    ip = _address(peer)
-    if forwarded and _trusted(ip, proxies):
-        for hop in reversed(forwarded.split(",")):
-            hop_ip = _address(hop.strip())
-            if hop_ip is None:
-                break  # garbage: keep the last trusted hop
-            ip = hop_ip
-            if not _trusted(hop_ip, proxies):
-                break
-    if ip is None:
-        return "unix" if not peer else peer[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 def _client(request: web.Request) -> str:
