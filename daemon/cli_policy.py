@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from daemon import mailer
-from daemon.sales import check_pay_link_template
+from daemon.payment import check_pay_link_template
 from daemon.vat import InvalidVat, normalize_vat
 from storage.policy import FOLDER_SETTINGS, Policy
 from storage.records import MODES

@@ -31,7 +31,7 @@ import dkim
 import pytest
 import segno.helpers
 
-from daemon import mailer, sales, scheduler
+from daemon import mailer, payment, sales, scheduler
 from daemon.auth import AuthSettings, AuthVerdict, authenticate_delivery
 from daemon.cli_policy import PolicyError, parse_setting
 from daemon.digest import DigestSettings, buckets, open_invoices
@@ -159,11 +159,11 @@ def epc_png(name: str, iban: str, amount: Decimal, text: str) -> bytes:
 ])
 def test_no_epc_code_when_it_does_not_apply(iban: str, amount: Decimal, currency: str
                                             ) -> None:
-    assert sales.epc_qr_png("Acme SAS", iban, amount, currency, "S-1") is None
+    assert payment.epc_qr_png("Acme SAS", iban, amount, currency, "S-1") is None
 
 
 def test_epc_code_for_a_sepa_euro_invoice() -> None:
-    png = sales.epc_qr_png("Acme SAS", "fr76 3000 6000 0112 3456 7890 189", Decimal("99.5"),
+    png = payment.epc_qr_png("Acme SAS", "fr76 3000 6000 0112 3456 7890 189", Decimal("99.5"),
                            "eur", "S-1")
     assert png is not None and png.startswith(b"\x89PNG")
     assert png == epc_png("Acme SAS", IBAN, Decimal("99.5"), "S-1")
@@ -171,7 +171,7 @@ def test_epc_code_for_a_sepa_euro_invoice() -> None:
 
 
 def expected_pay_url(store: Store, doc_id: int, number: str) -> str:
-    reference = sales.pay_reference(store.secret(sales.REFERENCE_SECRET), doc_id)
+    reference = payment.pay_reference(store.secret(payment.REFERENCE_SECRET), doc_id)
     assert re.fullmatch(rf"{doc_id}-[0-9a-f]{{16}}", reference)
     return (f"https://pay.example.test/checkout?inv={number}&amt=120.00&cur=EUR"
             f"&ref={reference}")
@@ -191,7 +191,7 @@ def expected_pay_url(store: Store, doc_id: int, number: str) -> str:
 ])
 def test_pay_link_templates_are_checked_when_set(template: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        sales.check_pay_link_template(template)
+        payment.check_pay_link_template(template)
     with pytest.raises(PolicyError, match=error):  # facturd folder set VAT pay_link_template=
         parse_setting(f"pay_link_template={template}")
     assert parse_setting(f"pay_link_template= {TEMPLATE} ") == ("pay_link_template", TEMPLATE)
@@ -199,12 +199,12 @@ def test_pay_link_templates_are_checked_when_set(template: str, error: str) -> N
 
 
 def test_pay_link_is_filled_with_our_values_quoted() -> None:
-    url = sales.pay_link(TEMPLATE, number="F 1/2&x=y", amount=Decimal("1234.5"),
+    url = payment.pay_link(TEMPLATE, number="F 1/2&x=y", amount=Decimal("1234.5"),
                          currency="EUR", reference="7-abc")
     assert url == ("https://pay.example.test/checkout?inv=F%201%2F2%26x%3Dy&amt=1234.50"
                    "&cur=EUR&ref=7-abc")
-    assert sales.pay_reference(b"k" * 32, 7) != sales.pay_reference(b"j" * 32, 7)
-    assert sales.pay_reference(b"k" * 32, 7) != sales.pay_reference(b"k" * 32, 8)
+    assert payment.pay_reference(b"k" * 32, 7) != payment.pay_reference(b"j" * 32, 7)
+    assert payment.pay_reference(b"k" * 32, 7) != payment.pay_reference(b"k" * 32, 8)
 
 
 def test_only_the_authenticated_company_or_the_operator_sends_without_a_person() -> None:
