@@ -311,6 +311,19 @@ def test_authenticated_draft_is_queued_once_and_sent_only_when_the_relay_accepts
     assert image.get_content() == epc_png("Acme SAS", IBAN, Decimal("120.00"), "S-1")
 
 
+def test_without_a_notification_address_replies_go_to_the_company_s_sender(
+        store: Store) -> None:
+    """No notify_email: the customer's reply goes to the authenticated person who sent the
+    invoice to +sales, not back into the folder's purchase intake."""
+    fid = company(store, notify="")
+    add_draft(store, fid, "S-9")
+    [queued] = send_ready(store, SETTINGS, NOW)
+    assert queued.result == "queued"
+    [item] = OutboxStore(store).items()
+    msg = parse(OutboxStore(store).raw(item))
+    assert msg["Reply-To"] == COMPANY and msg["From"] == f"Acme SAS <{VAT}@{DOMAIN}>"
+
+
 def test_schedulers_racing_on_the_same_drafts_send_each_once(store: Store) -> None:
     fid = company(store)
     ids = [add_draft(store, fid, f"R-{n}") for n in range(4)]
