@@ -61,9 +61,11 @@ def world(tmp_path: Path, db_url: str, key: Key) -> Iterator[tuple[Facturd, Smtp
             sink.stop()
 
 
-def send_invoice(f: Facturd, number: str) -> None:
+def send_invoice(f: Facturd, number: str, headers: dict[str, str] | None = None) -> None:
     msg = invoice_mail(to=f"{VAT}@{DOMAIN}", attachments=[
         (f"{number}.pdf", "application/pdf", make_facturx_pdf(number=number))])
+    for name, value in (headers or {}).items():
+        msg[name] = value
     with smtplib.SMTP("127.0.0.1", f.smtp_port, timeout=30) as smtp:
         smtp.sendmail("billing@vendor.test", [f"{VAT}@{DOMAIN}"], crlf(msg.as_bytes()))
 
@@ -102,6 +104,28 @@ class Browser:
 
 def doc_state(f: Facturd, number: str) -> str:
     return str(next(d for d in documents(f) if d["number"] == number)["state"])
+
+
+def test_the_vendor_and_its_cc_never_see_the_request(world: tuple[Facturd, SmtpSink, int]
+                                                      ) -> None:
+    """B-APPR-16: an invoice from a vendor with Cc and Reply-To addresses is held; the
+    request (and its tokens) goes to the folder's approver only, never to the vendor, the
+    Cc list or the Reply-To."""
+    f, sink, _ = world
+    outsiders = {"billing@vendor.test", "cc-person@elsewhere.test", "ar@vendor.test"}
+    send_invoice(f, "AP-16", {"Cc": "Someone <cc-person@elsewhere.test>",
+                              "Reply-To": "ar@vendor.test"})
+    settled(f, 1)
+    request = request_for(sink, "AP-16")
+    assert request.rcpt_tos == (BOSS,)
+    token = re.search(r"/a/([A-Za-z0-9_-]+)", text_part(request.message))
+    assert token is not None
+    time.sleep(1)  # anything else the daemon would send has been sent by now
+    with sink.lock:
+        for mail in sink.messages:
+            assert not outsiders & {r.lower() for r in mail.rcpt_tos}, mail.rcpt_tos
+            if token.group(1) in mail.raw.decode(errors="replace"):
+                assert mail.rcpt_tos == (BOSS,)
 
 
 def test_link_approval_get_changes_nothing_post_acts_once(
@@ -198,7 +222,8 @@ def test_reply_approval_acts_once_and_ignores_others(world: tuple[Facturd, SmtpS
     replies = [line for line in f.logs().splitlines() if "(reply):" in line]
     assert any("ignored" in line or "refused" in line for line in replies)
     assert sum("approved document" in line for line in replies) == 1
-    # the used reply address, and an invented one, are refused at RCPT (no backscatter)
+    # B-APPR-17: the used reply address, and an invented one, are refused at RCPT (no
+    # backscatter)
     invented = f"{VAT}+r{'a' * 32}@{DOMAIN}"
     for address in (reply_to["RP-3"], invented):
         with smtplib.SMTP("127.0.0.1", f.smtp_port, timeout=30) as smtp:

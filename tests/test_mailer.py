@@ -246,7 +246,7 @@ def test_subject_and_names_cannot_add_headers(env: jinja2.Environment) -> None:
     assert msg["Bcc"] is None
     assert not any(line.startswith(b"Bcc") for line in headers.split(b"\r\n"))
     assert "ACME Bcc: victim@elsewhere.test" in str(msg["Subject"])
-    for bad_to in ("ACME\r\nBcc: victim@elsewhere.test <a@b.test>",
+    for bad_to in ("ACME\r\nBcc: victim@elsewhere.test <a@b.test>",  # B-OUT-02 and kin
                    "a@b.test>\r\nRCPT TO:<victim@elsewhere.test",
                    "a@b.test, victim@elsewhere.test", "<a@b.test>", "a@b.test\u2028x",
                    '"ACME\nBcc: v@e.test" <a@b.test>', "a@-b.test", "jöe@b.test"):

@@ -90,6 +90,7 @@ def test_get_shows_and_changes_nothing(store: Store) -> None:
         for ua in ("", "Mozilla/5.0 HeadlessChrome/120.0"):
             head = await client.head(f"/a/{req.approve}", headers={"User-Agent": ua})
             assert head.status == 200
+            # B-APPR-08: the next= parameter is ignored, never a redirect
             resp = await client.get(f"/a/{req.approve}?next=https://evil.test/",
                                     headers={"User-Agent": ua}, allow_redirects=False)
             page = await resp.text()
