@@ -46,9 +46,10 @@ nothing was marked). ``send_document`` raises ``UnknownDocument``, ``NotSendable
 message says why: not a draft, fields or address missing) or ValueError (a bad ``to``).
 
 Known limits: a draft is examined automatically once: adding the missing partner later does
-not send it (``facturd documents send`` does); a +sales mail whose DKIM key lookup failed
-for now (temperror) is declined, not verified again. Marking a sales invoice paid is not
-built. The customer's mail carries no display name.
+not send it (``facturd documents send`` does). A +sales mail whose DKIM key lookup failed
+for now (temperror) waits: the worker verifies it again (storage/queue.py
+``requeue_auth_pending``) for AUTH_PATIENCE, then it is declined like any other. The
+customer's mail carries no display name.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from storage.blobs import BlobCorrupt, BlobMissing, sha256_hex
 from storage.outbox import OutboxStore
 from storage.policy import Partner, Policy, normalize_address
 from storage.records import Document, IntakeItem, Recipient
-from storage.sales import DRAFT, SALES_KIND, SENDING, SENT, Draft, SalesStore
+from storage.sales import AUTH_PATIENCE, DRAFT, SALES_KIND, SENDING, SENT, Draft, SalesStore
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,12 @@ def send_ready(store: Store, settings: SalesSettings, now: datetime) -> list[Out
         fs = policy.folder_settings(doc.folder_id)
         company = company_addresses(policy.approved_senders(doc.folder_id),
                                     str(fs.get("notify_email") or ""))
+        if (draft.protocol in ("smtp", "lmtp") and draft.auth.get("result") == "temperror"
+                and doc.created_at is not None
+                and _naive(now) - _naive(doc.created_at) < AUTH_PATIENCE):
+            out.append(Outcome(doc.id, "waiting", "sender authentication pending (DNS); "
+                               "the worker verifies it again"))
+            continue
         refusal = sender_refusal(draft.protocol, draft.auth, company)
         missing = missing_fields(doc)
         if refusal is None and missing:
@@ -384,6 +391,10 @@ def send_ready(store: Store, settings: SalesSettings, now: datetime) -> list[Out
         declined = SalesStore(store).decline(draft, reason)
         out.append(Outcome(doc.id, "declined" if declined else "raced", reason))
     return out
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def send_document(store: Store, settings: SalesSettings, document_id: int, *,

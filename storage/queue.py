@@ -22,6 +22,7 @@ from typing import Any
 import peewee as pw
 
 from storage import models, records
+from storage.sales import AUTH_PATIENCE, TEMPERROR_TEXT
 from storage.store import Store, _delivery, _message
 
 
@@ -124,7 +125,8 @@ class Queue:
 
     def requeue_auth_pending(self, older_than_seconds: float) -> list[int]:
         """Deliveries whose documents wait as auth-pending (a DNS failure at verification)
-        go back to the queue to be verified again; a re-run updates the same documents."""
+        go back to the queue to be verified again; a re-run updates the same documents (and
+        the message's verdict, which is what a waiting sales draft needs)."""
         D, Doc = models.Delivery, models.Document
         now = self.store.clock()
         cutoff = now - timedelta(seconds=older_than_seconds)
@@ -133,6 +135,16 @@ class Queue:
                 (Doc.state == "pending_approval") & (Doc.reasons.contains("auth-pending:"))
                 & (Doc.updated_at <= cutoff) & Doc.delivery.is_null(False)).distinct())
             ids = [int(getattr(r, "delivery_id")) for r in waiting]  # noqa: B009
+            # sales drafts whose sender could not be verified (daemon/sales.py waits for
+            # them): the message's verdict is temperror; spaced by the delivery's last run
+            M = models.Message
+            sales = (D.select(D.id).join(M, on=(D.message == M.id))
+                     .join(Doc, on=(Doc.delivery == D.id))
+                     .where((Doc.direction == "sales") & (Doc.state == "draft")
+                            & M.auth.contains(TEMPERROR_TEXT) & (D.updated_at <= cutoff)
+                            & (Doc.created_at >= now - AUTH_PATIENCE)
+                            & (D.state == records.DONE)).distinct())
+            ids += [int(r.id) for r in sales if int(r.id) not in ids]
             if ids:
                 D.update(state=records.QUEUED, attempts=0, next_attempt_at=now,
                          updated_at=now).where(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from storage import models, records
@@ -35,6 +36,10 @@ from storage.store import Store
 
 SALES_KIND = "sales_invoice"  # outbox kind of an invoice mailed to a customer
 DRAFT, SENDING, SENT = "draft", "sending", "sent"
+# A +sales mail whose DKIM key could not be fetched (DNS temperror) is verified again (the
+# worker re-runs its delivery) for this long before the draft is left to a person.
+AUTH_PATIENCE = timedelta(hours=24)
+TEMPERROR_TEXT = '"result": "temperror"'  # in Message.auth (JSON, sorted keys)
 MARKER = "sales_send"
 _MARKER_TEXT = f'"{MARKER}":'
 

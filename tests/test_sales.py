@@ -41,6 +41,7 @@ from rules.lifecycle import lifecycle_of
 from storage import records
 from storage.outbox import OutboxStore
 from storage.policy import Policy
+from storage.queue import Queue
 from storage.sales import SalesStore
 from storage.store import Store
 from tests.conftest import DOMAIN, VAT, VAT2, Clock, Facturd, wait_for
@@ -322,6 +323,36 @@ def test_without_a_notification_address_replies_go_to_the_company_s_sender(
     [item] = OutboxStore(store).items()
     msg = parse(OutboxStore(store).raw(item))
     assert msg["Reply-To"] == COMPANY and msg["From"] == f"Acme SAS <{VAT}@{DOMAIN}>"
+
+
+def test_dns_trouble_on_the_company_s_mail_waits_and_is_verified_again(
+        store: Store, clock: Clock) -> None:
+    """The company's +sales mail could not be verified (DNS temperror): the draft is neither
+    sent nor declined; the worker re-runs its delivery to verify again; once the verdict
+    passes it is sent. After AUTH_PATIENCE without a verdict it is left to a person."""
+    fid = company(store)
+    doc_id = add_draft(store, fid, "S-T", auth=verdict("temperror"))
+    queue = Queue(store)
+    job = queue.claim("w", 60)
+    assert job is not None
+    with store.write_transaction():
+        queue.finish(job, records.DONE)  # the worker processed it (verdict temperror)
+    [waiting] = send_ready(store, SETTINGS, NOW)
+    assert waiting.result == "waiting" and OutboxStore(store).items() == []
+    assert events(store, doc_id, "not-sent") == []
+    assert queue.requeue_auth_pending(600) == []  # not before reverify_seconds
+    clock.advance(601)
+    assert queue.requeue_auth_pending(600) == [job.delivery.id]
+    assert store.deliveries()[0].state == "queued"
+    store.set_message_auth(job.message.id, verdict("pass"))  # the re-run's verdict
+    [sent] = send_ready(store, SETTINGS, NOW + timedelta(seconds=601))
+    assert sent.result == "queued" and len(OutboxStore(store).items()) == 1
+
+    other = add_draft(store, fid, "S-U", auth=verdict("temperror"))
+    clock.advance(hours=25)
+    [declined] = send_ready(store, SETTINGS, NOW + timedelta(hours=25, seconds=601))
+    assert declined.document_id == other and declined.result == "declined"
+    assert "temperror" in events(store, other, "not-sent")[0]
 
 
 def test_schedulers_racing_on_the_same_drafts_send_each_once(store: Store) -> None:
