@@ -57,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,6 +69,7 @@ import jinja2
 
 from daemon import mailer
 from daemon.auth import AuthVerdict
+from daemon.digest import utc_naive
 from daemon.payment import (
     REFERENCE_SECRET,
     epc_qr_png,
@@ -304,7 +304,7 @@ def compose_invoice_mail(store: Store, settings: SalesSettings, doc: Document, r
             break
         except ValueError:
             log.warning("folder %s: %r unusable as Reply-To", folder.vat, candidate[:80])
-    message_id = f"<sales.{doc.id}.{secrets.token_hex(8)}@{settings.domain.lower()}>"
+    message_id = mailer.make_message_id(settings.domain)
     moment = now if now.tzinfo else now.replace(tzinfo=UTC)
     raw = mailer.compose(rendered, sender=folder_mailbox(folder.name, seller),
                          to=[route.recipient], reply_to=reply_to, message_id=message_id,
@@ -368,7 +368,7 @@ def send_ready(store: Store, settings: SalesSettings, now: datetime) -> list[Out
                                     str(fs.get("notify_email") or ""))
         if (draft.protocol in ("smtp", "lmtp") and draft.auth.get("result") == "temperror"
                 and doc.created_at is not None
-                and _naive(now) - _naive(doc.created_at) < AUTH_PATIENCE):
+                and utc_naive(now) - utc_naive(doc.created_at) < AUTH_PATIENCE):
             out.append(Outcome(doc.id, "waiting", "sender authentication pending (DNS); "
                                "the worker verifies it again"))
             continue
@@ -391,10 +391,6 @@ def send_ready(store: Store, settings: SalesSettings, now: datetime) -> list[Out
         declined = SalesStore(store).decline(draft, reason)
         out.append(Outcome(doc.id, "declined" if declined else "raced", reason))
     return out
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def send_document(store: Store, settings: SalesSettings, document_id: int, *,

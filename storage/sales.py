@@ -84,22 +84,15 @@ class SalesStore:
         return [_draft(r) for r in q]
 
     # ---- compare-and-set writes -----------------------------------------------------------
-    def _move(self, draft: Draft, state: str, marker: dict[str, Any]) -> bool:
-        D = models.Document
-        extra = dict(draft.document.extra)
-        extra[MARKER] = marker
-        return bool(D.update(state=state, version=D.version + 1, updated_at=self.store.clock(),
-                             extra=json.dumps(extra, sort_keys=True, default=str))
-                    .where((D.id == draft.document.id) & (D.version == draft.version)
-                           & (D.state == DRAFT)).execute())
-
     def claim(self, draft: Draft, state: str, marker: dict[str, Any]) -> bool:
         """``draft`` -> ``state`` (``sending`` or ``sent``) if nobody changed the document
         since ``draft`` was read. Call inside the transaction that queues or delivers the
         mail: False means another scheduler or person got there first; send nothing."""
         if state not in (SENDING, SENT):
             raise ValueError(f"a draft is claimed as sending or sent, not {state!r}")
-        return self._move(draft, state, marker)
+        return self.store.documents.decide(draft.document.id, version=draft.version,
+                                           allowed=(DRAFT,), state=state,
+                                           extra={**draft.document.extra, MARKER: marker})
 
     def decline(self, draft: Draft, reason: str, actor: str = "scheduler") -> bool:
         """Record once why ``draft`` is not sent automatically (event ``not-sent``); it stays
