@@ -57,6 +57,23 @@ class _Read:
     quarantine: str | None = None
 
 
+def _failed(job: Job, exc: Exception) -> _Read:
+    """What an error in a job's stages means: a lost lease discards the results; a message
+    that can never be processed (or whose original is unreadable) is quarantined; transient
+    errors, and anything unexpected (logged with its traceback), are retried."""
+    if isinstance(exc, LeaseLost):
+        log.warning("delivery %d: lease lost, results discarded", job.delivery.id)
+        return _Read(job, state="lease-lost")
+    if isinstance(exc, PermanentError):
+        return _Read(job, quarantine=str(exc))
+    if isinstance(exc, BlobMissing | BlobCorrupt):
+        return _Read(job, quarantine=f"original message unreadable: {exc}")
+    if isinstance(exc, TRANSIENT):
+        return _Read(job, retry=f"{type(exc).__name__}: {exc}")
+    log.error("delivery %d: internal error", job.delivery.id, exc_info=exc)
+    return _Read(job, retry=f"internal error: {type(exc).__name__}: {exc}")
+
+
 class Worker:
     def __init__(self, cfg: Config, store: Store, name: str | None = None) -> None:
         self.cfg = cfg
@@ -79,16 +96,9 @@ class Worker:
                                           authserv_ids=a.authserv_ids, alignment=a.alignment)
 
     # ---- jobs (run on the worker thread) ---------------------------------------------------
-    def claim(self) -> Job | None:
-        return self.queue.claim(self.name, self.cfg.worker.lease_seconds)
-
     def claim_batch(self) -> list[Job]:
         return self.queue.claim_many(self.name, self.cfg.worker.lease_seconds,
                                      self.cfg.worker.batch_size)
-
-    def process(self, job: Job) -> str:
-        """Run one job to its end state; returns that state."""
-        return self.process_batch([job])[0]
 
     def process_batch(self, jobs: list[Job]) -> list[str]:
         """Run claimed jobs to their end states, committing results in segments: reading
@@ -126,18 +136,8 @@ class Worker:
             if not self.store.blobs_in_db:
                 self.store.blobs.put_many(work.blobs.items())
             return _Read(job, work=work)
-        except LeaseLost:
-            log.warning("delivery %d: lease lost, results discarded", job.delivery.id)
-            return _Read(job, state="lease-lost")
-        except PermanentError as exc:
-            return _Read(job, quarantine=str(exc))
-        except (BlobMissing, BlobCorrupt) as exc:
-            return _Read(job, quarantine=f"original message unreadable: {exc}")
-        except TRANSIENT as exc:
-            return _Read(job, retry=f"{type(exc).__name__}: {exc}")
         except Exception as exc:
-            log.exception("delivery %d: internal error", job.delivery.id)
-            return _Read(job, retry=f"internal error: {type(exc).__name__}: {exc}")
+            return _failed(job, exc)
 
     def _commit(self, segment: list[_Read]) -> list[str]:
         """Decide and save a segment's jobs in one transaction, each under a savepoint (a job
@@ -168,16 +168,8 @@ class Worker:
             with self.store.write_transaction():  # a savepoint inside _commit's transaction
                 run_stages(read.work, DECIDE_STAGES)
                 self._save(read.work)
-        except LeaseLost:
-            log.warning("delivery %d: lease lost, results discarded", job.delivery.id)
-            return "lease-lost"
-        except PermanentError as exc:
-            return self._quarantine(job, str(exc))
-        except TRANSIENT as exc:
-            return self._retry(job, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
-            log.exception("delivery %d: internal error", job.delivery.id)
-            return self._retry(job, f"internal error: {type(exc).__name__}: {exc}")
+            return self._finish(_failed(job, exc))
         return records.DONE
 
     def _reply(self, job: Job, raw: bytes) -> str:

@@ -79,9 +79,6 @@ class Queue:
         return [Job(_delivery(d), _message(messages[int(d.message_id)]), worker)
                 for d in deliveries]
 
-    def renew(self, job: Job, lease_seconds: float) -> bool:
-        return self.renew_many([job], lease_seconds) == 1
-
     def renew_many(self, jobs: list[Job], lease_seconds: float) -> int:
         """Extend the leases this worker still holds; returns how many it still holds."""
         if not jobs:
