@@ -283,14 +283,10 @@ def _enqueue_notice(store: Store, settings: ApprovalSettings, document_id: int,
     }
     rendered = mailer.render(settings.environment(), "decision_notice", lang, context)
     message_id = mailer.make_message_id(settings.domain)
-    thread = grant.request_message_id if grant else ""
-    try:
-        thread = mailer.check_message_id(thread) if thread else ""
-    except ValueError:
-        thread = ""
+    thread = mailer.thread_ids(grant.request_message_id) if grant else []
     raw = mailer.compose(rendered, sender=settings.from_address, to=recipients,
-                         message_id=message_id, in_reply_to=thread or None,
-                         references=[thread] if thread else ())
+                         message_id=message_id, in_reply_to=thread[-1] if thread else None,
+                         references=thread)
     OutboxStore(store).enqueue("decision_notice", raw, recipients, folder_id=doc.folder_id,
                                document_id=document_id, message_id=message_id)
 

@@ -279,6 +279,18 @@ def check_message_id(value: str) -> str:
     return value
 
 
+def thread_ids(*values: str) -> list[str]:
+    """The values that are valid Message-IDs, in order: the References of a mail that answers
+    them (its In-Reply-To is the last). A missing or damaged stored id only loses threading."""
+    out = []
+    for value in values:
+        try:
+            out.append(check_message_id(value))
+        except ValueError:
+            continue
+    return out
+
+
 def make_message_id(domain: str) -> str:
     """A fresh ``<random@domain>``; store it with the message so retries keep it."""
     if not _DOMAIN.match(domain):

@@ -244,18 +244,10 @@ def _confirm(store: Store, settings: ApprovalSettings, grant: Grant, fs: dict[st
         "problems": [{**asdict(p), "line": mailer.one_line(p.line, 200)} for p in problems],
     }
     rendered = mailer.render(settings.environment(), "payment_reply", lang, context)
-    thread = [t for t in (grant.request_message_id, reply_message_id.strip()) if _valid_id(t)]
+    thread = mailer.thread_ids(grant.request_message_id, reply_message_id.strip())
     message_id = mailer.make_message_id(settings.domain)
     raw = mailer.compose(rendered, sender=settings.from_address, to=[to],
                          message_id=message_id, in_reply_to=thread[-1] if thread else None,
                          references=thread, auto_submitted="auto-replied")
     OutboxStore(store).enqueue("payment_reply", raw, [to], folder_id=grant.folder_id,
                                message_id=message_id)
-
-
-def _valid_id(value: str) -> bool:
-    try:
-        mailer.check_message_id(value)
-    except ValueError:
-        return False
-    return True

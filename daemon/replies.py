@@ -204,13 +204,10 @@ def warn_approver(store: Store, settings: ApprovalSettings, grant: Grant, claime
     }
     rendered = mailer.render(settings.environment(), "approval_attempt", lang, context)
     message_id = mailer.make_message_id(settings.domain)
-    try:
-        thread = mailer.check_message_id(grant.request_message_id)
-    except ValueError:
-        thread = ""
+    thread = mailer.thread_ids(grant.request_message_id)
     raw = mailer.compose(rendered, sender=settings.from_address, to=[to],
-                         message_id=message_id, in_reply_to=thread or None,
-                         references=[thread] if thread else ())
+                         message_id=message_id, in_reply_to=thread[-1] if thread else None,
+                         references=thread)
     OutboxStore(store).enqueue("approval_attempt", raw, [to], folder_id=grant.folder_id,
                                document_id=grant.document_id, message_id=message_id)
     return True
