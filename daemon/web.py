@@ -281,8 +281,15 @@ def csrf_token(secret: bytes, token: str, cookie: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _nonce_ok(fields: dict[str, str], secret: bytes, token: str, cookie: str) -> bool:
-    return hmac.compare_digest(fields.get("csrf", ""), csrf_token(secret, token, cookie))
+def _form_refusal(fields: dict[str, str], secret: bytes, token: str,
+                  cookie: str | None) -> str | None:
+    """Why a POST is not the page's own form (B-APPR-02), or None: "no-cookie" without the
+    page's form cookie (another site, a scanner, a stale page), "refused" for a wrong nonce."""
+    if cookie is None:
+        return "no-cookie"
+    if not hmac.compare_digest(fields.get("csrf", ""), csrf_token(secret, token, cookie)):
+        return "refused"
+    return None
 
 
 # ---- the work (runs in a thread) ---------------------------------------------------------------
@@ -373,10 +380,9 @@ def _act(state: _State, token: str, fields: dict[str, str], secret: bytes,
         return _View(*_result(state, _refused_outcome(store, exc),
                               _lang_of(store, exc.grant, lang), nonce, exc.grant))
     lang = _lang_of(store, grant, lang)
-    if cookie is None:  # B-APPR-02: no form cookie (another site, a scanner, a stale page)
-        return _View(*_result(state, "no-cookie", lang, nonce, grant))
-    if not _nonce_ok(fields, secret, token, cookie):
-        return _View(*_result(state, "refused", lang, nonce, grant))
+    refusal = _form_refusal(fields, secret, token, cookie)
+    if refusal is not None:
+        return _View(*_result(state, refusal, lang, nonce, grant))
     if fields.get("action") != grant.action:  # B-APPR-06: a reject link cannot approve
         return _View(*_result(state, "refused", lang, nonce, grant))
     doc_id = _doc_id(grant)
@@ -410,10 +416,9 @@ def _renew(state: _State, token: str, grant: Grant, fields: dict[str, str], secr
     docstring for the conditions)."""
     store = state.store
     lang = _lang_of(store, grant, lang)
-    if cookie is None:
-        return _result(state, "no-cookie", lang, nonce, grant)
-    if not _nonce_ok(fields, secret, token, cookie):
-        return _result(state, "refused", lang, nonce, grant)
+    refusal = _form_refusal(fields, secret, token, cookie)
+    if refusal is not None:
+        return _result(state, refusal, lang, nonce, grant)
     doc_id = _doc_id(grant)
     with store.write_transaction():
         if not _renewable(store, grant):
