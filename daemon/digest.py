@@ -212,6 +212,12 @@ def utc_naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+def local_date(moment: datetime, zone: str) -> date:
+    """The calendar day of a naive-UTC ``moment`` in the folder's time zone ("" = Paris).
+    ZoneInfoNotFoundError (or ValueError) for a zone that does not exist."""
+    return moment.replace(tzinfo=UTC).astimezone(ZoneInfo(zone or "Europe/Paris")).date()
+
+
 def parse_hhmm(text: str) -> time:
     hours, sep, minutes = text.strip().partition(":")
     if not sep or not hours.isdigit() or not minutes.isdigit():
@@ -342,7 +348,7 @@ def _digest_folder(store: Store, settings: DigestSettings, env: jinja2.Environme
         moved = activity(folder.id, since, now)
         pending, pending_total = pending_approvals(folder.id)
         invoices = open_invoices(folder.id)
-        sums = buckets(invoices, _local_today(fs, now))
+        sums = buckets(invoices, local_date(now, str(fs.get("timezone") or "")))
         worth = moved.anything if fs["notify_frequency"] == "immediate" else bool(
             moved.anything or pending_total or sums.overdue_count)
         if not worth:
@@ -363,11 +369,6 @@ def _digest_folder(store: Store, settings: DigestSettings, env: jinja2.Environme
                         folder_id=folder.id)
     log.info("digest for %s queued to %s", folder.vat, to)
     return "sent"
-
-
-def _local_today(fs: Mapping[str, Any], now: datetime) -> date:
-    tz = ZoneInfo(fs.get("timezone") or "Europe/Paris")
-    return now.replace(tzinfo=UTC).astimezone(tz).date()
 
 
 def _context(store: Store, settings: DigestSettings, folder: Folder, approver: str,

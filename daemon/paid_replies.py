@@ -32,13 +32,13 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 from daemon import decisions, mailer
 from daemon.decisions import ApprovalSettings, DecisionError
-from daemon.digest import open_invoices
+from daemon.digest import local_date, open_invoices
 from storage.approvals import Approvals, Grant
 from storage.outbox import OutboxStore
 from storage.policy import Policy
@@ -220,10 +220,9 @@ def _apply(store: Store, settings: ApprovalSettings, folder_id: int,
 
 def _local_today(timezone: str, now: datetime) -> date:
     try:
-        zone = ZoneInfo(timezone or "Europe/Paris")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("Europe/Paris")
-    return now.replace(tzinfo=UTC).astimezone(zone).date()
+        return local_date(now, timezone)
+    except (ZoneInfoNotFoundError, ValueError):  # a broken setting: the default zone
+        return local_date(now, "")
 
 
 def _confirm(store: Store, settings: ApprovalSettings, grant: Grant, fs: dict[str, object],

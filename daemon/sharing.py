@@ -45,16 +45,16 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 import jinja2
 
 from daemon import mailer
-from daemon.digest import scheduled_slot, utc_naive
+from daemon.digest import local_date, scheduled_slot, utc_naive
 from storage.blobs import BlobCorrupt, BlobMissing, sha256_hex
 from storage.outbox import OutboxStore
 from storage.policy import Policy
@@ -266,12 +266,10 @@ def _due(store: Store, fs: dict[str, Any], now: datetime, folder_id: int) -> boo
         return False
     zone = fs["timezone"] or "Europe/Paris"
     slot = scheduled_slot("daily", fs["digest_time"] or "08:00", zone, now)
-    if _local_day(slot, zone) != _local_day(now, zone):
+    if local_date(slot, zone) != local_date(now, zone):
         return False  # before today's time: wait for it (missed days go in today's batch)
     last = store.documents.last_shared_at(folder_id)
     return last is None or last < slot
 
 
-def _local_day(moment: datetime, zone: str) -> date:
-    return moment.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).date()
 
