@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import peewee as pw
+
 from storage import models, records
 from storage.documents import to_record
 from storage.store import Store
@@ -54,16 +56,19 @@ class Draft:
     auth: dict[str, Any]  # the message's stored auth verdict; {} when none was recorded
 
 
+def _with_origin(where: Any) -> Any:
+    """Documents matching ``where`` with their message's protocol and verdict, in one query
+    (``m_protocol``/``m_auth`` are None for a document without a delivery)."""
+    D, Dl, M = models.Document, models.Delivery, models.Message
+    return (D.select(D, M.protocol.alias("m_protocol"), M.auth.alias("m_auth"))
+            .join(Dl, pw.JOIN.LEFT_OUTER, on=(D.delivery == Dl.id))
+            .join(M, pw.JOIN.LEFT_OUTER, on=(Dl.message == M.id))
+            .where(where).objects())
+
+
 def _draft(row: Any) -> Draft:
-    protocol, auth = "", {}
-    if row.delivery_id is not None:
-        message = (models.Message.select(models.Message.protocol, models.Message.auth)
-                   .join(models.Delivery)
-                   .where(models.Delivery.id == row.delivery_id).first())
-        if message is not None:
-            protocol = str(message.protocol)
-            auth = json.loads(message.auth or "{}")
-    return Draft(to_record(row), int(row.version), protocol, auth)
+    return Draft(to_record(row), int(row.version), str(row.m_protocol or ""),
+                 json.loads(row.m_auth or "{}"))
 
 
 class SalesStore:
@@ -72,15 +77,14 @@ class SalesStore:
 
     # ---- reading --------------------------------------------------------------------------
     def get(self, document_id: int) -> Draft | None:
-        row = models.Document.get_or_none(models.Document.id == document_id)
+        row = _with_origin(models.Document.id == document_id).first()
         return _draft(row) if row is not None else None
 
     def unexamined_drafts(self, limit: int = 100) -> list[Draft]:
         """Sales drafts no one decided about yet (no marker), oldest first."""
         D = models.Document
-        q = (D.select().where((D.direction == "sales") & (D.state == DRAFT)
-                              & ~D.extra.contains(_MARKER_TEXT))
-             .order_by(D.id).limit(limit))
+        q = _with_origin((D.direction == "sales") & (D.state == DRAFT)
+                         & ~D.extra.contains(_MARKER_TEXT)).order_by(D.id).limit(limit)
         return [_draft(r) for r in q]
 
     # ---- compare-and-set writes -----------------------------------------------------------
