@@ -39,11 +39,11 @@ from dataclasses import asdict, dataclass
 from email import policy
 from typing import Any
 
+from daemon.authresults import check_authentication_results
 from daemon.dkimcheck import (
     KeyLookup,
     SignatureCheck,
     adapt_resolver,
-    check_alignment,
     check_signatures,
     make_dns_lookup,
     normalize_domain,
@@ -62,10 +62,8 @@ SIGNATURE_RESULTS = ("pass", "fail", "temperror", "permerror", "policy")
 SINGLETONS = ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date", "message-id",
               "in-reply-to", "references", "mime-version", "content-type",
               "content-transfer-encoding")
-MAX_RECEIVED_ABOVE_AR = 1  # our MTA's own Received header
 MAX_FROM_CHARS = 2000
 _HEADER_NAME = re.compile(rb"([\x21-\x7e]+?):")
-ArResult = tuple[str, str, dict[str, str]]  # method, result, properties (header.d=...)
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,8 @@ def authenticate(raw: bytes, settings: AuthSettings,
     if skipped:
         evidence.append(f"{skipped} more DKIM signature(s) not checked (limit "
                         f"{settings.dkim_max_signatures})")
-    ar_domain, ar_lines = check_authentication_results(headers, from_domain, settings)
+    ar_domain, ar_lines = check_authentication_results(headers, from_domain,
+                                                       settings.authserv_ids, settings.alignment)
     evidence += ar_lines
 
     dkim_pass = next((c for c in checks if c.result == "pass" and c.aligned), None)
@@ -284,122 +283,6 @@ def describe_signature(check: SignatureCheck, alignment: str) -> str:
         how = f"aligned ({alignment})" if check.aligned else f"not aligned ({alignment})"
         return f"{where}: pass, {how}"
     return f"{where}: {check.result} ({check.reason})" + ("" if check.aligned else ", unaligned")
-
-
-def check_authentication_results(headers: list[tuple[str, str]], from_domain: str,
-                                 settings: AuthSettings) -> tuple[str | None, list[str]]:
-    """Apply the trust rule (module docstring); return (passing domain or None, evidence)."""
-    trusted_ids = {a.strip().lower() for a in settings.authserv_ids if a.strip()}
-    lines: list[str] = []
-    passing: str | None = None
-    received_above = 0
-    seen_ar = False
-    for name, value in headers:
-        if name == "received":
-            received_above += 1
-        if name != "authentication-results":
-            continue
-        parsed = parse_authentication_results(value)
-        authserv = clean(parsed[0], 80) if parsed else "?"
-        why = None
-        if parsed is None:
-            why = "unreadable"
-        elif parsed[0] not in trusted_ids:
-            why = "authserv-id not trusted"
-        elif seen_ar:
-            why = "not the topmost Authentication-Results header (may be forged)"
-        elif received_above > MAX_RECEIVED_ABOVE_AR:
-            why = f"{received_above} Received headers above it (not added by our MTA)"
-        seen_ar = True
-        if why or parsed is None:
-            lines.append(f"Authentication-Results from {authserv} ignored: {why}")
-            continue
-        passing, found = _read_trusted_results(parsed[1], from_domain, settings.alignment)
-        lines.append(f"Authentication-Results from {authserv} (trusted): {found}")
-    return passing, lines
-
-
-def _read_trusted_results(results: list[ArResult], from_domain: str,
-                          alignment: str) -> tuple[str | None, str]:
-    notes = []
-    for method, result, props in results:
-        if method == "dkim":
-            domain_text = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
-            domain = normalize_domain(domain_text)
-            ok = result == "pass" and domain is not None and \
-                check_alignment(domain, from_domain, alignment)
-            notes.append(f"dkim={clean(result, 20)} header.d={clean(domain_text, 80)}"
-                         + (" aligned" if ok else ""))
-            if ok:
-                return domain, "; ".join(notes)
-        elif method == "dmarc":
-            domain_text = props.get("header.from") or props.get("header.d", "")
-            ok = result == "pass" and normalize_domain(domain_text) == from_domain
-            notes.append(f"dmarc={clean(result, 20)} header.from={clean(domain_text, 80)}")
-            if ok:
-                return from_domain, "; ".join(notes)
-        else:
-            notes.append(f"{clean(method, 20)}={clean(result, 20)}")
-    return None, ("; ".join(notes) or "no results") + f": no pass for {from_domain}"
-
-
-def parse_authentication_results(value: str) -> tuple[str, list[ArResult]] | None:
-    """Parse an RFC 8601 header value into (authserv-id, [(method, result, properties)])."""
-    segments = _split_segments(value)
-    if segments is None or not segments[0].split():
-        return None
-    authserv_id = segments[0].split()[0].strip('"').lower()
-    results = []
-    for segment in segments[1:]:
-        pairs = re.findall(r'([A-Za-z0-9][A-Za-z0-9._/-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s"]+)',
-                           segment)
-        if not pairs:
-            continue  # "none"
-        (method, result), props = pairs[0], pairs[1:]
-        results.append((method.split("/")[0].lower(), _unquote(result).lower(),
-                        {k.lower(): _unquote(v) for k, v in props}))
-    return authserv_id, results
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
-    return text
-
-
-def _split_segments(value: str) -> list[str] | None:
-    """Drop (nested) comments and split at semicolons outside quoted strings; None if unclosed."""
-    segments: list[str] = []
-    current: list[str] = []
-    depth, quoted, escaped = 0, False, False
-    for char in value:
-        if escaped:
-            escaped = False
-            if not depth:
-                current.append(char)
-        elif char == "\\":
-            escaped = True
-            if not depth:
-                current.append(char)
-        elif quoted:
-            quoted = char != '"'
-            current.append(char)
-        elif char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif depth:
-            continue
-        elif char == ";":
-            segments.append("".join(current).strip())
-            current = []
-        else:
-            quoted = char == '"'
-            current.append(char)
-    if depth or quoted:
-        return None
-    segments.append("".join(current).strip())
-    return segments
 
 
 def _choice(data: dict[str, object], key: str, allowed: tuple[str, ...]) -> str:

@@ -19,12 +19,8 @@ import dkim
 import dns.exception
 import pytest
 
-from daemon.auth import (
-    AuthSettings,
-    AuthVerdict,
-    authenticate,
-    parse_authentication_results,
-)
+from daemon.auth import AuthSettings, AuthVerdict, authenticate
+from daemon.authresults import parse_authentication_results
 from daemon.dkimcheck import check_alignment, parse_nameserver
 from tests.corpus import CORPUS
 from tests.dkimkeys import Key, make_key
