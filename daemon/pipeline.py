@@ -77,6 +77,7 @@ class Work:
     verdict: AuthVerdict | None = None
     items: list[Item] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    shared_policy: Policy | None = None  # the batch's policy reads (daemon/worker.py)
 
     @property
     def imported(self) -> bool:
@@ -84,7 +85,7 @@ class Work:
 
     @functools.cached_property
     def policy(self) -> Policy:
-        return Policy(self.store)
+        return self.shared_policy or Policy(self.store)
 
     @functools.cached_property
     def settings(self) -> dict[str, Any]:

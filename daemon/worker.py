@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daemon.approval import request_approval
 from daemon.auth import AuthSettings, authenticate
@@ -37,6 +37,7 @@ from daemon.settings import approval_settings, ocr_settings
 from storage import records
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.db import TRANSIENT_ERRORS
+from storage.policy import BatchPolicy
 from storage.queue import Job, LeaseLost, Queue
 from storage.store import Store
 
@@ -44,6 +45,21 @@ log = logging.getLogger(__name__)
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     TransientFault, *TRANSIENT_ERRORS, OSError, TimeoutError)
+
+
+@dataclass
+class _Batch:
+    """What the jobs of one claimed batch read alike: their folders and policy, once."""
+
+    policy: BatchPolicy
+    folders: dict[int, records.Folder] = field(default_factory=dict)
+
+    def folder(self, store: Store, folder_id: int) -> records.Folder:
+        if folder_id not in self.folders:
+            folder = store.folder(folder_id)
+            assert folder is not None, "deliveries reference folders (foreign key)"
+            self.folders[folder_id] = folder
+        return self.folders[folder_id]
 
 
 @dataclass
@@ -105,18 +121,19 @@ class Worker:
         (parse, DNS, OCR: no lock held) for as many jobs as fit in worker.batch_seconds, then
         one transaction that decides and saves them all (one commit, one fsync)."""
         states: list[str] = []
+        batch = _Batch(BatchPolicy(self.store))
         index = 0
         while index < len(jobs):
             started = time.monotonic()
             segment: list[_Read] = []
             while index < len(jobs) and (
                     not segment or time.monotonic() - started < self.cfg.worker.batch_seconds):
-                segment.append(self._read(jobs[index]))
+                segment.append(self._read(jobs[index], batch))
                 index += 1
             states.extend(self._commit(segment))
         return states
 
-    def _read(self, job: Job) -> _Read:
+    def _read(self, job: Job, batch: _Batch) -> _Read:
         """The reading stages of one job, outside any transaction; errors are kept for
         _commit, which records retries and quarantines with the other results."""
         max_attempts = self.cfg.worker.max_attempts
@@ -124,14 +141,13 @@ class Worker:
             return _Read(job, quarantine=f"gave up: the worker stopped {max_attempts} times "
                                          "while processing this message")
         try:
-            folder = self.store.folder(job.delivery.folder_id)
-            assert folder is not None, "deliveries reference folders (foreign key)"
+            folder = batch.folder(self.store, job.delivery.folder_id)
             raw = self.store.blobs.get(job.message.sha256)
             if is_reply_tag(job.delivery.tag):
                 return _Read(job, state=self._reply(job, raw))
             work = Work(job=job, folder=folder, raw=raw, store=self.store,
                         auth_settings=self.auth_settings, now=self.store.clock(),
-                        reading=self.reading)
+                        reading=self.reading, shared_policy=batch.policy)
             run_stages(work, READ_STAGES)
             if not self.store.blobs_in_db:
                 self.store.blobs.put_many(work.blobs.items())
@@ -212,15 +228,14 @@ class Worker:
                     **item.fields,
                 )
                 doc_id, created, changed = store.documents.upsert(doc)
-                if created:
-                    store.add_event("received", f"from message M{delivery.message_id}, part "
-                                    f"{item.part}", folder_id=delivery.folder_id,
-                                    delivery_id=delivery.id, document_id=doc_id)
+                events = [("received", f"from message M{delivery.message_id}, part "
+                                       f"{item.part}")] if created else []
+                if changed:  # a re-run that decided the same: no new events, no new mail
+                    events += item.events
+                store.add_events(events, folder_id=delivery.folder_id,
+                                 delivery_id=delivery.id, document_id=doc_id)
                 if not changed:
-                    continue  # a re-run that decided the same: no new events, no new mail
-                for kind, detail in item.events:
-                    store.add_event(kind, detail, folder_id=delivery.folder_id,
-                                    delivery_id=delivery.id, document_id=doc_id)
+                    continue
                 if item.state == "pending_approval" and self.approvals is not None:
                     asked = request_approval(store, self.approvals, doc_id)
                     if asked:

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from storage import models, records
+from storage import models, records, sql
 
 AMOUNT_FIELDS = ("total_net", "total_tax", "total_gross", "amount_due")
 TEXT_FIELDS = ("number", "issue_date", "due_date", "seller_name", "seller_vat", "seller_siren",
@@ -95,16 +95,20 @@ class Documents:
         cols = to_columns(doc)
         now = self.clock()
         existing = None
-        if doc.delivery_id is not None:
-            existing = D.get_or_none((D.delivery == doc.delivery_id) & (D.part == doc.part))
+        if doc.delivery_id is not None:  # hot path: hand-written SQL (storage/sql.py)
+            existing = sql.execute('SELECT "id", "state" FROM "document" WHERE "delivery_id" = ?'
+                                   ' AND "part" = ?', (doc.delivery_id, doc.part)).fetchone()
         if existing is None:
-            return int(D.insert(created_at=now, updated_at=now, **cols).execute()), True, True
-        if existing.state not in REDECIDABLE:
-            return int(existing.id), False, False
-        changed = existing.state != doc.state
+            new_id = sql.insert(D, [{"created_at": now, "updated_at": now, **cols}])
+            assert new_id is not None
+            return new_id, True, True
+        existing_id, existing_state = int(existing[0]), str(existing[1])
+        if existing_state not in REDECIDABLE:
+            return existing_id, False, False
+        changed = existing_state != doc.state
         D.update(updated_at=now, version=D.version + (1 if changed else 0), **cols).where(
-            (D.id == existing.id) & D.state.in_(REDECIDABLE)).execute()
-        return int(existing.id), False, changed
+            (D.id == existing_id) & D.state.in_(REDECIDABLE)).execute()
+        return existing_id, False, changed
 
     def set_state(self, document_id: int, state: str) -> None:
         D = models.Document

@@ -16,9 +16,8 @@ the common case of the same bytes delivered twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from storage import models
+from storage import sql
 
 ACCEPTED_STATES = ("accepted", "archived", "paid", "sent")
 
@@ -30,6 +29,11 @@ class DuplicateMatch:
     detail: str
 
 
+_EXACT = (("message", "same message received before"),
+          ("attachment", "same file received before"),
+          ("xml", "same embedded invoice XML received before"))
+
+
 @dataclass(frozen=True)
 class SupplierFacts:
     name: str | None
@@ -37,66 +41,74 @@ class SupplierFacts:
     documents: int
 
 
-def _seller(vat: str | None, siren: str | None) -> Any:
-    D = models.Document
-    conds = [c for c in ((D.seller_vat == vat) if vat else None,
-                         (D.seller_siren == siren) if siren else None) if c is not None]
+def _seller(vat: str | None, siren: str | None) -> tuple[str, list[str]] | None:
+    """The SQL condition (and its values) that names a seller by VAT number or SIREN."""
+    conds = [(f'"{column}" = ?', value) for column, value in
+             (("seller_vat", vat), ("seller_siren", siren)) if value]
     if not conds:
         return None
-    return conds[0] if len(conds) == 1 else conds[0] | conds[1]
+    return "(" + " OR ".join(c for c, _ in conds) + ")", [v for _, v in conds]
+
+
+# The exact layers in one statement (each branch uses its own index), strongest first.
+_BASE = '"folder_id" = ? AND "delivery_id" != ? AND "state" != \'no_invoice\''
+_EXACT_SQL = {
+    "message": 'SELECT d."id", 0 AS "layer" FROM "document" d JOIN "delivery" dl ON '
+               'd."delivery_id" = dl."id" JOIN "message" m ON dl."message_id" = m."id" WHERE '
+               'd."folder_id" = ? AND d."delivery_id" != ? AND d."state" != \'no_invoice\' '
+               'AND m."sha256" = ?',
+    "attachment": f'SELECT "id", 1 FROM "document" WHERE {_BASE} AND "original_sha256" = ?',
+    "xml": f'SELECT "id", 2 FROM "document" WHERE {_BASE} AND "xml_sha256" = ?',
+}
 
 
 def find_duplicate(folder_id: int, *, delivery_id: int, message_sha: str,
                    attachment_sha: str, xml_sha: str, seller_vat: str | None,
                    seller_siren: str | None, number: str | None, issue_date: str | None,
                    total_gross: str | None) -> DuplicateMatch | None:
-    D, Dl, M = models.Document, models.Delivery, models.Message
-    base = ((D.folder == folder_id) & (D.delivery != delivery_id)
-            & (D.state != "no_invoice"))
-    row = (D.select(D.id).join(Dl).join(M)
-           .where(base & (M.sha256 == message_sha)).order_by(D.id).first())
+    # Hand-written SQL: this runs for every invoice (storage/sql.py says why).
+    branches, params = [], []
+    for kind, sha in (("message", message_sha), ("attachment", attachment_sha),
+                      ("xml", xml_sha)):
+        if sha:
+            branches.append(_EXACT_SQL[kind])
+            params += [folder_id, delivery_id, sha]
+    row = sql.execute(" UNION ALL ".join(branches) + " ORDER BY 2, 1 LIMIT 1",
+                      params).fetchone()
     if row:
-        return DuplicateMatch("message", row.id, "same message received before")
-    if attachment_sha:
-        row = D.select(D.id).where(base & (D.original_sha256 == attachment_sha)).order_by(
-            D.id).first()
-        if row:
-            return DuplicateMatch("attachment", row.id, "same file received before")
-    if xml_sha:
-        row = D.select(D.id).where(base & (D.xml_sha256 == xml_sha)).order_by(D.id).first()
-        if row:
-            return DuplicateMatch("xml", row.id, "same embedded invoice XML received before")
+        kind, detail = _EXACT[int(row[1])]
+        return DuplicateMatch(kind, int(row[0]), detail)
     seller = _seller(seller_vat, seller_siren)
     if seller is None or not number:
         return None
-    same = D.select(D.id, D.issue_date, D.total_gross).where(
-        base & seller & (D.number == number)).order_by(D.id)
+    same = sql.execute(f'SELECT "id", "issue_date", "total_gross" FROM "document" WHERE {_BASE}'
+                       f' AND {seller[0]} AND "number" = ? ORDER BY "id"',
+                       [folder_id, delivery_id, *seller[1], number]).fetchall()
     year = (issue_date or "")[:4]
-    for other in same:
-        if other.issue_date == issue_date and other.total_gross == total_gross:
-            return DuplicateMatch("business", other.id,
+    for other_id, other_date, other_total in same:
+        if other_date == issue_date and other_total == total_gross:
+            return DuplicateMatch("business", int(other_id),
                                   f"same supplier, number {number}, date and total")
-    for other in same:
-        if year and (other.issue_date or "")[:4] == year:
+    for other_id, other_date, other_total in same:
+        if year and (other_date or "")[:4] == year:
             return DuplicateMatch(
-                "near", other.id,
-                f"same supplier and number {number}, but date {other.issue_date} / total "
-                f"{other.total_gross} differ")
+                "near", int(other_id),
+                f"same supplier and number {number}, but date {other_date} / total "
+                f"{other_total} differ")
     return None
 
 
 def supplier_facts(folder_id: int, vat: str | None, siren: str | None,
                    exclude_delivery: int) -> SupplierFacts:
     """What earlier accepted documents of this supplier established (latest wins)."""
-    D = models.Document
     seller = _seller(vat, siren)
     if seller is None:
         return SupplierFacts(None, None, 0)
-    q = (D.select(D.seller_name, D.seller_iban)
-         .where((D.folder == folder_id) & seller & D.state.in_(ACCEPTED_STATES)
-                & (D.delivery != exclude_delivery))
-         .order_by(D.id.desc()))
-    rows = list(q.limit(50))
-    name = next((r.seller_name for r in rows if r.seller_name), None)
-    iban = next((r.seller_iban for r in rows if r.seller_iban), None)
+    rows = sql.execute(
+        f'SELECT "seller_name", "seller_iban" FROM "document" WHERE "folder_id" = ? AND '
+        f'{seller[0]} AND "state" IN ({sql.marks(len(ACCEPTED_STATES))}) AND '
+        f'"delivery_id" != ? ORDER BY "id" DESC LIMIT 50',
+        [folder_id, *seller[1], *ACCEPTED_STATES, exclude_delivery]).fetchall()
+    name = next((r[0] for r in rows if r[0]), None)
+    iban = next((r[1] for r in rows if r[1]), None)
     return SupplierFacts(name, iban, len(rows))

@@ -173,3 +173,32 @@ class Policy:
                                  folder_id=partner.folder_id)
         row = models.Partner.get_by_id(partner.id)
         return _partner(row)
+
+
+class BatchPolicy(Policy):
+    """The policy reads of one claimed batch of jobs, each made once: a batch takes well
+    under a second, and a change made meanwhile applies from the next batch, as if it had
+    landed a moment later. The worker makes one per batch; never kept longer."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._settings: dict[int, dict[str, Any]] = {}
+        self._senders: dict[int, frozenset[str]] = {}
+        self._partners: dict[tuple[int, str | None, str | None], Partner | None] = {}
+
+    def folder_settings(self, folder_id: int) -> dict[str, Any]:
+        if folder_id not in self._settings:
+            self._settings[folder_id] = super().folder_settings(folder_id)
+        return dict(self._settings[folder_id])
+
+    def approved_senders(self, folder_id: int) -> frozenset[str]:
+        if folder_id not in self._senders:
+            self._senders[folder_id] = super().approved_senders(folder_id)
+        return self._senders[folder_id]
+
+    def partner_for_document(self, folder_id: int, vat: str | None,
+                             siren: str | None) -> Partner | None:
+        key = (folder_id, vat, siren)
+        if key not in self._partners:
+            self._partners[key] = super().partner_for_document(folder_id, vat, siren)
+        return self._partners[key]

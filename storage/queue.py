@@ -21,7 +21,7 @@ from typing import Any
 
 import peewee as pw
 
-from storage import models, records
+from storage import models, records, sql
 from storage.sales import AUTH_PATIENCE, TEMPERROR_TEXT
 from storage.store import Store, _delivery, _message
 
@@ -101,9 +101,12 @@ class Queue:
                                      "lease_until": None, "leased_by": "", "updated_at": now}
         if retry_in is not None:
             values["next_attempt_at"] = now + timedelta(seconds=retry_in)
-        changed = D.update(**values).where(
-            (D.id == job.delivery.id) & (D.leased_by == job.worker)
-            & (D.state == records.RUNNING)).execute()
+        fields = [getattr(D, name) for name in values]  # hot path: storage/sql.py
+        assignments = ", ".join(f'"{f.column_name}" = ?' for f in fields)
+        changed = sql.execute(
+            f'UPDATE "delivery" SET {assignments} WHERE "id" = ? AND "leased_by" = ?'
+            ' AND "state" = ?', [f.db_value(values[f.name]) for f in fields]
+            + [job.delivery.id, job.worker, records.RUNNING]).rowcount
         if not changed:
             raise LeaseLost(f"delivery {job.delivery.id} is no longer leased by {job.worker}")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee as pw
 
-from storage import models, records
+from storage import models, records, sql
 from storage.blobs import Blobs, DatabaseBlobs, FileBlobs
 from storage.db import is_postgres, open_database
 from storage.documents import Documents
@@ -249,8 +249,19 @@ class Store:
     def add_event(self, kind: str, detail: str = "", *, actor: str = "facturd",
                   folder_id: int | None = None, delivery_id: int | None = None,
                   document_id: int | None = None) -> None:
-        models.Event.create(at=self.clock(), folder=folder_id, delivery=delivery_id,
-                            document=document_id, actor=actor, kind=kind, detail=detail)
+        self.add_events([(kind, detail)], actor=actor, folder_id=folder_id,
+                        delivery_id=delivery_id, document_id=document_id)
+
+    def add_events(self, events: Sequence[tuple[str, str]], *, actor: str = "facturd",
+                   folder_id: int | None = None, delivery_id: int | None = None,
+                   document_id: int | None = None) -> None:
+        """Several (kind, detail) events of the same subject, in one statement."""
+        if events:
+            at = self.clock()
+            sql.insert(models.Event, [
+                {"at": at, "folder": folder_id, "delivery": delivery_id,
+                 "document": document_id, "actor": actor, "kind": kind, "detail": detail}
+                for kind, detail in events])
 
     def events(self, *, document_id: int | None = None, delivery_id: int | None = None,
                folder_id: int | None = None) -> list[records.Event]:
