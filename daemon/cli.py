@@ -68,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("vat")
     show.add_argument("--json", action="store_true")
 
-    from daemon import cli_digest, cli_policy, cli_recognize
+    from daemon import cli_digest, cli_operator, cli_policy, cli_recognize
 
     cli_policy.add_parsers(sub)
     cli_recognize.add_parser(sub)
     cli_digest.add_parsers(sub)
+    cli_operator.add_parsers(sub)
 
     imp = sub.add_parser("import", help="import invoice files into a folder")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -169,6 +170,13 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
                 return cli_policy.run(args, store, _folder_or_fail(store, args.vat))
             except cli_policy.PolicyError as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None
+        if command == "operator":
+            from daemon import cli_operator
+
+            try:
+                return cli_operator.run(args, store)
+            except cli_operator.OperatorError as exc:
+                raise CliError(str(exc), exc.code) from None
         if command == "folder":
             return cmd_folder(args, cfg, store)
         if command == "import":

@@ -75,6 +75,10 @@ def _folder_tokens(db: pw.Database) -> None:
         migrate(migrator.drop_not_null("approval", "document_id"))
 
 
+def _operators(db: pw.Database) -> None:
+    db.create_tables([models.Operator, models.OperatorSession], safe=True)
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (1, "initial schema: folders, partners, senders, messages, deliveries, documents, "
         "events, approvals, outbox, blobs", _initial),
@@ -83,6 +87,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (3, "installation settings; approval request threading", _settings_and_reply_threading),
     (4, "approval tokens bound to a folder (digest reply address); attempt notices",
         _folder_tokens),
+    (5, "operator accounts and status-page sessions", _operators),
 )
 
 

@@ -229,7 +229,26 @@ class Setting(Base):
     value = pw.TextField()
 
 
+class Operator(Base):
+    """A person who may sign in to the status page. Only a scrypt hash of the password."""
+
+    id = pw.AutoField()
+    name = pw.CharField(unique=True, max_length=64)
+    password_hash = pw.CharField(max_length=256)  # scrypt$N$r$p$<salt b64>$<hash b64>
+    created_at = pw.DateTimeField()
+
+
+class OperatorSession(Base):
+    """A status-page login. Only the sha256 of the session token (the cookie) is kept."""
+
+    id = pw.AutoField()
+    token_hash = pw.CharField(unique=True, max_length=64)
+    operator = pw.ForeignKeyField(Operator, backref="sessions", on_delete="CASCADE")
+    created_at = pw.DateTimeField()
+    expires_at = pw.DateTimeField(index=True)
+
+
 ALL_MODELS: tuple[type[Base], ...] = (
     Folder, Partner, ApprovedSender, Blob, Message, Delivery, Document, Event, Approval, Outbox,
-    Setting,
+    Setting, Operator, OperatorSession,
 )
