@@ -1,4 +1,5 @@
-"""The web role: approval pages behind the links of approval requests, and /healthz.
+"""The web role: approval pages behind the links of approval requests, /healthz, and the
+operators' status page (daemon/status.py, behind a login).
 
 Job: ``GET /a/{token}`` shows what the link is about (supplier, number, amounts, reasons) and
 a form for the one action the token grants, and changes nothing (mail scanners open every
@@ -26,9 +27,9 @@ the peer, or X-Forwarded-For from ``web.trusted_proxies``); over the limit the c
 with ``Retry-After`` on every ``/a/`` request until its window ends. Every token is hashed and
 looked up, well-formed or not, so a 404 costs the same whatever was asked.
 
-Every response: ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``,
-``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a CSP whose style nonce is
-fresh per response. Requests for a Host other than the public_url host, localhost or
+Every response (daemon/webbase.py): ``Cache-Control: no-store``, ``Referrer-Policy:
+no-referrer``, ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a CSP whose
+style nonce is fresh per response. Requests for a Host other than the public_url host, localhost or
 127.0.0.1 get 421 (400 without Host); a POST whose Origin is another site, or marked
 ``Sec-Fetch-Site: cross-site``/``same-site``, gets 403. No redirects, no static files, bodies
 over 16 KB refused (413). Database work runs in threads, never on the event loop. The access
@@ -53,26 +54,33 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
-from daemon import approval, decisions, mailer
+from daemon import approval, decisions, mailer, status
 from daemon.decisions import ApprovalSettings, DecisionError, NotAllowed, NotPayable
-from daemon.webguard import FailedLookups, Proxy, client_of, parse_proxies
+from daemon.webbase import (
+    NONCE,
+    STATE,
+    AccessLogger,
+    WebState,
+    client,
+    form_secret,
+    guard,
+    same_site,
+)
+from daemon.webguard import FailedLookups, parse_proxies
 from storage.approvals import Approvals, Grant, TokenRefused, hash_token
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
-CSRF_SETTING = "web_csrf_secret"
 WEB_ACTIONS = ("approve", "reject", "paid")
 RENEWABLE = ("approve", "reject")
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 COOKIE = "facturd_form"
 COOKIE_TTL = timedelta(hours=2)
 RENEW_EVERY = timedelta(hours=1)
@@ -83,89 +91,16 @@ STATUS = {"done": 200, "renewed": 200, "unknown": 404, "used": 410, "expired": 4
           "stale": 410, "decided": 410, "refused": 403, "no-cookie": 403, "invalid": 400,
           "throttled": 429, "renew-wait": 429}
 
-@dataclass
-class _State:
-    store: Store
-    settings: ApprovalSettings
-    proxies: tuple[Proxy, ...] = ()
-    failures: FailedLookups = field(default_factory=FailedLookups)
-    secret: bytes | None = None
-
-
-STATE = web.AppKey("facturd_web_state", _State)
-NONCE = web.RequestKey("facturd_csp_nonce", str)
-
-
 def make_app(store: Store, settings: ApprovalSettings, *, trusted_proxies: Sequence[str] = (),
              failures: FailedLookups | None = None) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_guard])
-    app[STATE] = _State(store, settings, parse_proxies(trusted_proxies),
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[guard])
+    app[STATE] = WebState(store, settings, parse_proxies(trusted_proxies),
                         failures or FailedLookups())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/a/{token}", show)
     app.router.add_post("/a/{token}", act)
+    status.add_routes(app)
     return app
-
-
-# ---- headers, host check, errors --------------------------------------------------------------
-
-def csp(nonce: str) -> str:
-    return (f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'")
-
-
-def _host_of(value: str) -> str:
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:].partition("]")[0]
-    return value.rpartition(":")[0] if value.count(":") == 1 else value
-
-
-@web.middleware
-async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    nonce = secrets.token_urlsafe(16)
-    request[NONCE] = nonce
-    state = request.app[STATE]
-    host = request.headers.get("Host")
-    if not host:
-        response: web.StreamResponse = web.Response(status=400, text="400: Host required")
-    elif _host_of(host).rstrip(".") not in (state.settings.public_host, *LOCAL_HOSTS):
-        response = web.Response(status=421, text="421: Misdirected Request")
-    else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:  # 404/405 from the router, 413 from the body limit
-            response = web.Response(status=exc.status, text=f"{exc.status}: {exc.reason}")
-        except Exception:
-            log.exception("web: internal error on %s %s", request.method,
-                          redact(request.path))
-            response = web.Response(status=500, text="500: Internal Server Error")
-    headers = response.headers
-    headers["Cache-Control"] = "no-store"
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
-    headers["Content-Security-Policy"] = csp(nonce)
-    headers["Server"] = "facturd"
-    return response
-
-
-def redact(path: str) -> str:
-    """``/a/<token>`` -> ``/a/#<first 12 hex of its sha256>`` for logs."""
-    if path.startswith("/a/"):
-        return "/a/#" + hash_token(path[3:])[:12]
-    return path
-
-
-class AccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %d %.3fs", request.method, redact(request.path),
-                         response.status, time)
-
-
-def _client(request: web.Request) -> str:
-    state = request.app[STATE]
-    return client_of(request.remote, request.headers.get("X-Forwarded-For"), state.proxies)
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -195,16 +130,16 @@ async def show(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     token = request.match_info["token"]
     lang = _accept_language(request)
-    client = _client(request)
-    wait = state.failures.retry_after(client)
+    who = client(request)
+    wait = state.failures.retry_after(who)
     if wait is not None:
         return _throttled(state, lang, request[NONCE], wait)
-    secret = await _secret(state)
+    secret = await form_secret(state)
     cookie = _fresh(request.cookies.get(COOKIE), state.store.clock()) or new_cookie(
         state.store.clock())
     view = await asyncio.to_thread(_show, state, token, secret, cookie, lang, request[NONCE])
     if view.status == 404:
-        state.failures.failed(client)
+        state.failures.failed(who)
     return _page(view, request, token)
 
 
@@ -212,24 +147,24 @@ async def act(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     token = request.match_info["token"]
     nonce, lang = request[NONCE], _accept_language(request)
-    client = _client(request)
-    wait = state.failures.retry_after(client)
+    who = client(request)
+    wait = state.failures.retry_after(who)
     if wait is not None:
         return _throttled(state, lang, nonce, wait)
-    if not _same_site(request, state.settings):
+    if not same_site(request, state.settings):
         return _page(_View(*_result(state, "refused", lang, nonce)), request, token)
     form = await request.post()
     fields = {k: v for k in ("csrf", "action", "reason", "note", "paid_on")
               if isinstance(v := form.get(k), str)}
-    secret = await _secret(state)
+    secret = await form_secret(state)
     cookie = _fresh(request.cookies.get(COOKIE), state.store.clock())
     view = await asyncio.to_thread(_act, state, token, fields, secret, cookie, lang, nonce)
     if view.status == 404:
-        state.failures.failed(client)
+        state.failures.failed(who)
     return _page(view, request, token)
 
 
-def _throttled(state: _State, lang: str, nonce: str, wait: int) -> web.Response:
+def _throttled(state: WebState, lang: str, nonce: str, wait: int) -> web.Response:
     page = mailer.render_page(state.settings.environment(), "result", lang, _page_context(
         nonce, "throttled"))
     response = web.Response(status=429, text=page, content_type="text/html", charset="utf-8")
@@ -237,26 +172,9 @@ def _throttled(state: _State, lang: str, nonce: str, wait: int) -> web.Response:
     return response
 
 
-def _same_site(request: web.Request, settings: ApprovalSettings) -> bool:
-    """Refuse a POST another site's page made (Origin "null" is what no-referrer yields)."""
-    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
-        return False
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return True
-    host = _host_of(origin.partition("://")[2].partition("/")[0])
-    return host in (settings.public_host, *LOCAL_HOSTS)
-
-
 def _accept_language(request: web.Request) -> str:
     first = request.headers.get("Accept-Language", "").split(",")[0].strip()[:2].lower()
     return first if first in _LANGS else "en"
-
-
-async def _secret(state: _State) -> bytes:
-    if state.secret is None:
-        state.secret = await asyncio.to_thread(state.store.secret, CSRF_SETTING)
-    return state.secret
 
 
 # ---- the form cookie and nonce ----------------------------------------------------------------
@@ -338,7 +256,7 @@ def _renewable(store: Store, grant: Grant) -> bool:
     return grant.approver.lower() in (p.lower() for p in people)
 
 
-def _show(state: _State, token: str, secret: bytes, cookie: str, lang: str,
+def _show(state: WebState, token: str, secret: bytes, cookie: str, lang: str,
           nonce: str) -> _View:
     store = state.store
     try:
@@ -369,7 +287,7 @@ def _show(state: _State, token: str, secret: bytes, cookie: str, lang: str,
                  cookie=cookie)
 
 
-def _act(state: _State, token: str, fields: dict[str, str], secret: bytes,
+def _act(state: WebState, token: str, fields: dict[str, str], secret: bytes,
          cookie: str | None, lang: str, nonce: str) -> _View:
     store, settings = state.store, state.settings
     try:
@@ -410,7 +328,7 @@ def _act(state: _State, token: str, fields: dict[str, str], secret: bytes,
     return _View(*_result(state, "done", lang, nonce, grant, decision))
 
 
-def _renew(state: _State, token: str, grant: Grant, fields: dict[str, str], secret: bytes,
+def _renew(state: WebState, token: str, grant: Grant, fields: dict[str, str], secret: bytes,
            cookie: str | None, lang: str, nonce: str) -> tuple[int, str]:
     """B-APPR-04: a fresh approval request to the expired link's person (see the module
     docstring for the conditions)."""
@@ -460,7 +378,7 @@ def _page_context(nonce: str, outcome: str, **values: object) -> dict[str, objec
     return context
 
 
-def _result(state: _State, outcome: str, lang: str, nonce: str, grant: Grant | None = None,
+def _result(state: WebState, outcome: str, lang: str, nonce: str, grant: Grant | None = None,
             decision: str | None = None,
             renew: tuple[str, str] | None = None) -> tuple[int, str]:
     """The result page; supplier and number only when the token was a real one. ``renew``:

@@ -110,7 +110,7 @@ class Queue:
         if not changed:
             raise LeaseLost(f"delivery {job.delivery.id} is no longer leased by {job.worker}")
 
-    def requeue(self, delivery_id: int) -> bool:
+    def requeue(self, delivery_id: int, actor: str = "cli") -> bool:
         """A person asks for a quarantined delivery to be tried again (attempts reset)."""
         D = models.Delivery
         now = self.store.clock()
@@ -120,7 +120,7 @@ class Queue:
                 (D.id == delivery_id) & (D.state == records.QUARANTINED)).execute()
             if changed:
                 self.store.add_event("requeued", "quarantine lifted by an operator",
-                                     actor="cli", delivery_id=delivery_id)
+                                     actor=actor, delivery_id=delivery_id)
         return bool(changed)
 
     def requeue_auth_pending(self, older_than_seconds: float) -> list[int]:

@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from daemon import decisions
 from daemon.decisions import AlreadyDecided
-from daemon.web import CSRF_SETTING, csrf_token, make_app, run_web
+from daemon.web import csrf_token, make_app, run_web
+from daemon.webbase import CSRF_SETTING
 from daemon.webguard import FAIL_LIMIT, FAIL_WINDOW, FailedLookups, client_of, parse_proxies
 from storage.approvals import Approvals, TokenRefused, hash_token
 from storage.outbox import OutboxStore
