@@ -124,7 +124,8 @@ def test_login_dashboard_and_logout(store: Store, operator: str, clock: Clock,
         page = await resp.text()
         assert resp.status == 200, page
         assert_secure(resp)  # B-WEB-05
-        for part in ("FR40303265045", "quarantined", "mime-depth: nested 60 levels deep",
+        for part in ("FR40303265045", "<th>quarantined</th>", "Nothing sent yet.",
+                     "mime-depth: nested 60 levels deep",
                      f'href="/status/documents/{doc_id}"', NAME):
             assert part in page, part
         resp = await client.get(f"/status/documents/{doc_id}")
