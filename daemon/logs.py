@@ -30,3 +30,6 @@ def setup(level: str = "info") -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     # factur-x logs every XSD failure at ERROR; facturd records the result on the document.
     logging.getLogger("factur-x").setLevel(logging.CRITICAL)
+    # peewee logs every statement with its parameters at DEBUG: blob bytes, password and
+    # token hashes. Never, whatever log_level says.
+    logging.getLogger("peewee").setLevel(logging.INFO)
