@@ -1,8 +1,9 @@
 """The status page: what facturd is doing, for the people who run it. Behind a login.
 
 Job: ``GET /status`` shows deliveries by state and the oldest one still waiting, documents
-per folder and state, outgoing mail, the quarantine (each with a Retry button) and the latest
-events; ``GET /status/documents/{id}`` shows one document (fields, decision trail, stage
+per folder and state, each company's open invoices by due date (the digests' buckets),
+outgoing mail, the quarantine (each with a Retry button), invoices waiting for approval and
+the latest events; ``GET /status/documents/{id}`` shows one document (fields, decision trail, stage
 trace, events) with links to its original and enriched files, which are served by document
 id from the database, never by a path (B-WEB-06). Every route but /healthz needs an operator
 session (B-WEB-02): without one a GET gets 401 and the login form. Operators are made on the
@@ -33,18 +34,18 @@ import hmac
 import logging
 import re
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from daemon import mailer
+from daemon import digest, mailer
 from daemon.logs import clean
 from daemon.webbase import NONCE, STATE, WebState, client, form_secret, same_site
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.operators import Operators, OperatorSession
 from storage.queue import Queue
-from storage.status import overview
+from storage.status import FolderCounts, Overview, overview
 
 log = logging.getLogger("daemon.web")
 
@@ -111,10 +112,20 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     if session is None:
         return _login_page(request)
     state = request.app[STATE]
-    view = await asyncio.to_thread(overview)
+    now = state.store.clock()
+    view, aging = await asyncio.to_thread(_overview, now.date())
     secret = await form_secret(state)
     return _render(request, "status", operator=session.name, csrf=nonce_for(secret, session),
-                   view=view, now=state.store.clock())
+                   view=view, aging=aging, now=now)
+
+
+def _overview(today: date) -> tuple[Overview, list[tuple[FolderCounts, digest.Buckets]]]:
+    """The counts, and each company's open invoices in the digests' buckets (overdue, due
+    within 30 days, later), by the UTC date."""
+    view = overview()
+    return view, [(f, b) for f in view.folders
+                  if (b := digest.buckets(digest.open_invoices(f.id), today)).purchase
+                  or b.sales]
 
 
 async def document(request: web.Request) -> web.StreamResponse:

@@ -109,6 +109,7 @@ def test_login_dashboard_and_logout(store: Store, operator: str, clock: Clock,
                                     caplog: pytest.LogCaptureFixture) -> None:
     folder_id = make_folder(store)
     doc_id = make_document(store, folder_id)
+    make_document(store, folder_id, state="archived", part=1)  # due 2026-03-31: to pay
     quarantine(store, folder_id, "mime-depth: nested 60 levels deep")
 
     async def scenario(client: Client) -> None:
@@ -128,6 +129,9 @@ def test_login_dashboard_and_logout(store: Store, operator: str, clock: Clock,
                      "mime-depth: nested 60 levels deep",
                      f'href="/status/documents/{doc_id}"', NAME):
             assert part in page, part
+        aging = page.split('id="aging"')[1].split('id="outbox"')[0]
+        assert re.search(r"to pay \(1\)</td><td>1234.56 EUR</td>\s*<td[^>]*>0 EUR \(0\)</td>\s*"
+                         r"<td>1234.56 EUR</td><td>0 EUR</td>", aging), aging
         resp = await client.get(f"/status/documents/{doc_id}")
         page = await resp.text()
         assert resp.status == 200 and "F2026-0042" in page and "Fournitures Dupont" in page
