@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import IntakeConfig
-from tests.conftest import DOMAIN, ROOT, VAT, VAT2, Facturd, free_port
+from tests.conftest import DOMAIN, ROOT, VAT, VAT2, Facturd, free_port, wait_for
 from tests.mails import crlf, fake_pdf, invoice_mail
 from tests.test_intake import deliveries
 
@@ -372,8 +372,9 @@ def test_unknown_recipient_refused_by_postfix_at_rcpt(stack: Stack, rcpt: str) -
         assert b"lmtp.sock" not in text  # no internal detail to the internet
         relay_code, _ = smtp.rcpt("someone@elsewhere.test")
         assert relay_code in (454, 554)  # and Postfix is no open relay
-    log = stack.maillog()
-    assert "NOQUEUE: reject: RCPT" in log
+    # postlogd writes the log a moment later than the SMTP reply: wait for the line
+    wait_for(lambda: "NOQUEUE: reject: RCPT" in stack.maillog(), "Postfix logs the refusal",
+             timeout=30)
     assert len(deliveries(stack.facturd)) == before
     # no bounce, no deferred message: Postfix's queue holds nothing addressed to anyone
     _wait_queue_empty(stack)
