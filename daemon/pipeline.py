@@ -21,7 +21,7 @@ from typing import Any
 
 from daemon import faults
 from daemon.auth import AuthSettings, AuthVerdict, authenticate_delivery
-from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
+from daemon.einvoice import InvalidInvoice, InvoiceData, read_invoice_xml, read_pdf_invoice
 from daemon.mailparse import InvoiceFile, MailRejected, ParsedMail, parse_file, parse_mail
 from daemon.reading import ReadingSettings, drop_scratch, stage_enrich, stage_ocr, stage_recognize
 from rules import STATE_AFTER, Facts, evaluate
@@ -177,10 +177,11 @@ def stage_facturx(work: Work) -> Outcome:
         try:
             xml: bytes | None = None
             origin = ""
+            container: tuple[str, ...] = ()
             if main.kind == "pdf":
-                found = extract_xml_from_pdf(main.data)
+                found = read_pdf_invoice(main.data)
                 if found is not None:
-                    xml, origin = found[0], "facturx"
+                    xml, origin, container = found.xml, "facturx", found.container_problems
             elif main.kind in ("cii", "ubl"):
                 xml, origin = main.data, main.kind
             if xml is None and companion is not None:
@@ -195,10 +196,14 @@ def stage_facturx(work: Work) -> Outcome:
             continue
         item.source = origin
         _apply_invoice(item, data)
-        if data.xsd_valid is False:  # recorded and shown, not a hold: the values were read
-            item.extra["notes"] = [f"xsd-invalid: {data.xsd_error[:300]}"]
+        # Recorded and shown, not holds: the values were read and are checked on their own.
+        notes = [f"xsd-invalid: {data.xsd_error[:300]}"] if data.xsd_valid is False else []
+        notes += [f"not-conformant: {problem}" for problem in container]
+        if notes:
+            item.extra["notes"] = notes
         out[item.part] = f"{data.syntax} {data.profile}, xsd " + (
-            "valid" if data.xsd_valid else "invalid" if data.xsd_valid is False else "n/a")
+            "valid" if data.xsd_valid else "invalid" if data.xsd_valid is False else "n/a") + (
+            f"; container: {len(container)} problem(s)" if container else "")
     return out
 
 

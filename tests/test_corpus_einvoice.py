@@ -8,9 +8,11 @@ type, the seller name (whitespace-collapsed) and the profile read from the guide
 whose notes have no ``id=`` must be refused as ``missing-number``.
 
 Every ``facturx-pdf-invalid`` row must come out as InvalidInvoice, "no invoice XML" (only
-where the notes say so), ``xsd_valid`` False or profile UNKNOWN -- and never as another
-exception. Files whose defect lies outside what this module checks (PDF/A, XMP metadata,
-Schematron business rules) are strict xfails with the defect found by reading the file.
+where the notes say so), ``xsd_valid`` False, profile UNKNOWN or a PDF container problem
+(daemon/fxcontainer.py: no OutputIntent, XMP malformed or without a defined conformance
+level) -- and never as another exception. Files whose defect lies outside what facturd checks
+(Schematron business rules and code lists, line arithmetic) are strict xfails with the defect
+found by reading the file.
 
 The corpus location is ``$FACTURD_CORPUS`` or /work/shared/corpus; without it the module skips.
 """
@@ -24,7 +26,13 @@ from decimal import Decimal
 
 import pytest
 
-from daemon.einvoice import InvalidInvoice, InvoiceData, extract_xml_from_pdf, read_invoice_xml
+from daemon.einvoice import (
+    InvalidInvoice,
+    InvoiceData,
+    extract_xml_from_pdf,
+    read_invoice_xml,
+    read_pdf_invoice,
+)
 from tests.corpus import CORPUS
 
 MANIFEST = CORPUS / "MANIFEST.tsv"
@@ -67,15 +75,6 @@ UNDETECTED = {
     _FNFE + "Facture_FR_EN16931.pdf": _CURRENCY_ID.format(n=19, extra=""),
     _FNFE + "Facture_UE_BASIC.pdf": _CURRENCY_ID.format(n=13, extra=_OLD_GUIDELINE),
     _FNFE + "Facture_UE_EN16931.pdf": _CURRENCY_ID.format(n=17, extra=""),
-    _MUSTANG + "invalidPDF.pdf":
-        "not PDF/A: the catalog has no /OutputIntents (Mustang's 'invalid PDF/A' sample); its "
-        "factur-x.xml is an XSD-valid EN 16931 invoice, and PDF/A is not checked here",
-    _MUSTANG + "invalidXMP.pdf":
-        "XMP metadata says fx:ConformanceLevel 'no thing'; XMP is not read here and the "
-        "embedded factur-x.xml is XSD-valid",
-    _MUSTANG + "invalidXMP-ParseError.pdf":
-        "XMP metadata is not well-formed (line 10, column 32); XMP is not read here and the "
-        "embedded factur-x.xml is XSD-valid",
     _MUSTANG + "invalidXRechnung.pdf":
         "XRechnung 1.2 CIUS: the seller has no DefinedTradeContact (BR-DE-2); XSD-valid, only "
         "the XRechnung Schematron (not run here) flags it",
@@ -195,14 +194,21 @@ def test_corpus_values(row: Row) -> None:
 
 @pytest.mark.parametrize("row", INVALID_ROWS)
 def test_corpus_invalid_is_reported(row: Row) -> None:
+    container: tuple[str, ...] = ()
     try:
         loaded = load_xml(row)
         if loaded is None:
             assert "no embedded invoice XML" in row.notes, "no XML found, notes say otherwise"
             return
+        if row.path.lower().endswith(".pdf"):
+            found = read_pdf_invoice((CORPUS / row.path).read_bytes())
+            assert found is not None
+            container = found.container_problems
         inv = read_invoice_xml(loaded[0])
     except InvalidInvoice as exc:
         assert exc.reason and str(exc)
         return
-    assert inv.xsd_valid is False or inv.profile == "UNKNOWN", (
-        f"read as a valid {inv.profile} invoice {inv.number!r} (xsd_valid={inv.xsd_valid})")
+    assert inv.xsd_valid is False or inv.profile == "UNKNOWN" or container, (
+        f"read as a valid {inv.profile} invoice {inv.number!r} (xsd_valid={inv.xsd_valid}) "
+        "in a conformant container")
+    assert all(problem.strip() for problem in container)

@@ -63,6 +63,8 @@ def test_facturx_by_smtp_is_archived_with_the_xml_values(facturd_any: Facturd) -
     assert (doc["currency"], doc["total_net"], doc["total_tax"], doc["total_gross"]) == (
         "EUR", "100.00", "20.00", "120.00")
     assert doc["vat_breakdown"][0]["tax"] == "20.00"
+    # factur-x's library writes no OutputIntent: noted, not held (the values were read).
+    assert doc["notes"] == ["not-conformant: not PDF/A: the catalog has no OutputIntent"]
     assert [s["stage"] for s in doc["trace"]] == [
         "parse", "authenticate", "attachments", "facturx", "ocr", "recognize", "enrich",
         "dedupe", "decide", "dispose"]
@@ -71,6 +73,7 @@ def test_facturx_by_smtp_is_archived_with_the_xml_values(facturd_any: Facturd) -
     assert kinds == ["received", "archived"]
     text = f.cli("documents", "show", str(doc["id"])).stdout
     assert "facturx" in text and "archived" in text and "EN 16931" in text
+    assert "not PDF/A" in text
 
 
 def test_manual_mode_leaves_the_invoice_pending(facturd: Facturd) -> None:
