@@ -25,11 +25,13 @@ from daemon.status import COOKIE
 from daemon.web import make_app
 from daemon.webguard import FAIL_LIMIT
 from storage import records
+from storage.blobs import sha256_hex
 from storage.operators import Operators
 from storage.queue import Queue
 from storage.records import IntakeItem, Recipient
 from storage.store import Store
 from tests.conftest import Clock, free_port
+from tests.factories import make_facturx_pdf
 from tests.test_approval import SETTINGS, make_document, make_folder
 from tests.test_web import assert_secure
 
@@ -249,3 +251,34 @@ def test_failed_logins_are_throttled(store: Store, operator: str) -> None:
         assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
         assert (await client.get("/status")).status == 401
     serve(store, scenario)
+
+
+def test_conformance_check_on_request(store: Store, operator: str) -> None:
+    """The document page offers the full check (a POST with the nonce); it shows the
+    Schematron verdict and the container problems, and stores nothing."""
+    folder_id = make_folder(store)
+    pdf = make_facturx_pdf(number="F-CHECK-1")
+    sha = sha256_hex(pdf)
+    store.blobs.put_many([(sha, pdf)])
+    doc = records.Document(
+        id=0, folder_id=folder_id, delivery_id=None, part=0, direction="purchase",
+        state="archived", source="facturx", original_sha256=sha, enriched_sha256="",
+        filename="F-CHECK-1.pdf", media_type="application/pdf", number="F-CHECK-1")
+    with store.write_transaction():
+        doc_id = store.documents.upsert(doc)[0]
+    before = store.documents.get(doc_id)
+    path = f"/status/documents/{doc_id}/check"
+
+    async def scenario(client: Client) -> None:
+        await log_in(client)
+        page = await (await client.get(f"/status/documents/{doc_id}")).text()
+        assert "Check conformance" in page and 'id="verdict"' not in page
+        assert (await client.post(path, data={}, allow_redirects=False)).status == 403
+        resp = await client.post(path, data={"csrf": csrf_of(page)}, allow_redirects=False)
+        page = await resp.text()
+        assert resp.status == 200, page
+        verdict = page.split('id="verdict">')[1].split("</p>")[0]
+        assert verdict == "Not conformant (EN 16931; Schematron valid)"
+        assert "not PDF/A: the catalog has no OutputIntent" in page
+    serve(store, scenario)
+    assert store.documents.get(doc_id) == before
