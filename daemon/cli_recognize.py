@@ -25,7 +25,8 @@ from daemon.recognize import recognize
 from daemon.settings import ocr_settings
 
 FIELD_KEYS = tuple(k for k in KEYS if k not in ("id", "folder", "direction", "state",
-                                                  "duplicate_of", "reasons", "notes", "trace"))
+                                                  "duplicate_of", "reasons", "schematron", "notes",
+                                                  "trace"))
 
 
 def add_parser(sub: Any) -> None:

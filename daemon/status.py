@@ -44,6 +44,7 @@ from aiohttp import web
 
 from daemon import digest, mailer
 from daemon.conformance import Conformance, check
+from daemon.docjson import notes
 from daemon.logs import clean
 from daemon.webbase import NONCE, STATE, WebState, client, form_secret, same_site
 from storage.blobs import BlobCorrupt, BlobMissing
@@ -150,7 +151,8 @@ async def _document_page(request: web.Request, session: OperatorSession,
     secret = await form_secret(request.app[STATE])
     return _render(request, "status_document", operator=session.name,
                    csrf=nonce_for(secret, session), doc=doc, fields=asdict(doc),
-                   folder=folder, events=events, checkable=doc.source in CHECKABLE,
+                   folder=folder, events=events, notes=notes(doc),
+                   checkable=doc.source in CHECKABLE,
                    conformance=conformance)
 
 

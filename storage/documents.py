@@ -35,7 +35,8 @@ def to_record(row: Any) -> records.Document:
         original_sha256=row.original_sha256, enriched_sha256=row.enriched_sha256,
         filename=row.filename, media_type=row.media_type, duplicate_of=row.duplicate_of_id,
         created_at=row.created_at, updated_at=row.updated_at,
-        payment_status=row.payment_status, paid_on=row.paid_on, **values,
+        payment_status=row.payment_status, paid_on=row.paid_on,
+        conformance=json.loads(row.conformance) if row.conformance else None, **values,
     )
 
 
@@ -109,6 +110,23 @@ class Documents:
         D.update(updated_at=now, version=D.version + (1 if changed else 0), **cols).where(
             (D.id == existing_id) & D.state.in_(REDECIDABLE)).execute()
         return existing_id, False, changed
+
+    # ---- Schematron verdicts (daemon/conformance.py) ------------------------------------------
+    def unchecked(self, sources: Sequence[str], limit: int) -> list[tuple[int, str, str]]:
+        """(id, source, original sha256) of documents from ``sources`` whose conformance was
+        never checked, newest first."""
+        D = models.Document
+        rows: Any = (D.select(D.id, D.source, D.original_sha256)
+                     .where(D.conformance.is_null() & D.source.in_(list(sources))
+                            & (D.original_sha256 != ""))
+                     .order_by(D.id.desc()).limit(limit))
+        return [(int(i), str(src), str(sha)) for i, src, sha in rows.tuples()]
+
+    def set_conformance(self, document_id: int, verdict: dict[str, Any]) -> bool:
+        """Record a verdict once: True for the one caller that recorded it."""
+        D = models.Document
+        return bool(D.update(conformance=json.dumps(verdict, sort_keys=True)).where(
+            (D.id == document_id) & D.conformance.is_null()).execute())
 
     def set_state(self, document_id: int, state: str) -> None:
         D = models.Document

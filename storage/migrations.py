@@ -79,6 +79,10 @@ def _operators(db: pw.Database) -> None:
     db.create_tables([models.Operator, models.OperatorSession], safe=True)
 
 
+def _document_conformance(db: pw.Database) -> None:
+    _add_missing_columns(db, models.Document, ["conformance"])
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (1, "initial schema: folders, partners, senders, messages, deliveries, documents, "
         "events, approvals, outbox, blobs", _initial),
@@ -88,6 +92,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[pw.Database], None]], ...] = (
     (4, "approval tokens bound to a folder (digest reply address); attempt notices",
         _folder_tokens),
     (5, "operator accounts and status-page sessions", _operators),
+    (6, "Schematron verdict of received e-invoices", _document_conformance),
 )
 
 

@@ -163,6 +163,9 @@ class Document(Base):
     paid_on = pw.CharField(null=True)
     xml_sha256 = pw.CharField(default="", max_length=64, index=True)
     shared_at = pw.DateTimeField(null=True)  # sent to the accountant (never twice)
+    # Schematron verdict of a received e-invoice (JSON, daemon/conformance.py); null until
+    # the scheduler has checked it
+    conformance = pw.TextField(null=True)
     version = pw.IntegerField(default=1)
     created_at = pw.DateTimeField()
     updated_at = pw.DateTimeField()

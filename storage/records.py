@@ -160,3 +160,4 @@ class Document:
     updated_at: datetime | None = None
     payment_status: str = "unpaid"  # unpaid | paid (set by daemon/decisions.py, never upsert)
     paid_on: str | None = None
+    conformance: dict[str, Any] | None = None  # Schematron verdict; None until checked

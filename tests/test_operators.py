@@ -164,7 +164,7 @@ def test_migration_5_creates_the_operator_tables(any_db: str, tmp_path: Path,
 
     store = open_store(any_db, tmp_path, clock)
     try:
-        assert migrations.current_version(store.db) == 5 == migrations.MIGRATIONS[-1][0]
+        assert migrations.current_version(store.db) == migrations.MIGRATIONS[-1][0]
         indexes = {i.name: i.unique for i in store.db.get_indexes("operator_session")}
         assert indexes["operator_session_token_hash"]
         assert indexes["operator_session_expires_at"] is False
