@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.conformance import check
+from daemon.conformance import check, looks_like_pdf
 from daemon.docjson import KEYS
 from daemon.einvoice import InvalidInvoice, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import parse_file
@@ -50,7 +50,7 @@ def run_check(args: argparse.Namespace) -> int:
     results = []
     for name in args.files:
         data = Path(name).read_bytes()
-        found = check(data, is_pdf=data[:1024].find(b"%PDF-") >= 0)
+        found = check(data, is_pdf=looks_like_pdf(data))
         results.append({"file": name, "conformant": found.conformant,
                         "profile": found.profile, "number": found.number,
                         "schematron": found.schematron, "problems": list(found.problems),

@@ -59,6 +59,10 @@ class Conformance:
         return True if self.schematron == "valid" else None
 
 
+def looks_like_pdf(data: bytes) -> bool:
+    return b"%PDF-" in data[:1024]
+
+
 def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT) -> Conformance:
     """The conformance of one file's bytes; never raises for bad input."""
     container: tuple[str, ...] = ()
@@ -96,9 +100,11 @@ def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT
     first; record each verdict once. Blocking (Saxon child processes): call it from a worker
     thread. Returns (document id, verdict) of the ones this call recorded."""
     done: list[tuple[int, str]] = []
-    for doc_id, source, sha in store.documents.unchecked(CHECKED_SOURCES, limit):
+    for doc_id, _source, sha in store.documents.unchecked(CHECKED_SOURCES, limit):
         try:
-            result = check(store.blobs.get(sha), is_pdf=source == "facturx", timeout=timeout)
+            data = store.blobs.get(sha)  # a PDF, or the XML itself ("cii" sent bare); by
+            # content: an XML sent next to its PDF leaves the PDF as the original
+            result = check(data, is_pdf=looks_like_pdf(data), timeout=timeout)
             verdict = _verdict(result)
         except (BlobMissing, BlobCorrupt) as exc:
             verdict = {"schematron": f"not run: the original cannot be read ({exc})"[:300],

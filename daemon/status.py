@@ -43,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon import digest, mailer
-from daemon.conformance import Conformance, check
+from daemon.conformance import Conformance, check, looks_like_pdf
 from daemon.docjson import notes
 from daemon.logs import clean
 from daemon.webbase import NONCE, STATE, WebState, client, form_secret, same_site
@@ -255,7 +255,7 @@ async def check_document(request: web.Request) -> web.StreamResponse:
     except (BlobMissing, BlobCorrupt):
         return _message(request, 404, "File unreadable",
                         f"The original file of document {doc.id} cannot be read; see the log.")
-    result = await asyncio.to_thread(check, data, is_pdf=doc.source == "facturx")
+    result = await asyncio.to_thread(check, data, is_pdf=looks_like_pdf(data))
     return await _document_page(request, checked, result)
 
 

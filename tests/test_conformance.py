@@ -91,12 +91,15 @@ def test_received_invoices_get_their_schematron_verdict_once(any_db: str, tmp_pa
         bad = add_document(store, folder.id, "cii", wrong_total_cii(), 1)
         add_document(store, folder.id, "ubl", b"<Invoice/>", 2)  # no Schematron bundled
         add_document(store, folder.id, "text", make_visible_pdf(["F"]), 3)  # not an e-invoice
+        # an XML sent next to its PDF: the PDF stays the original; judged by its content
+        pair = add_document(store, folder.id, "cii", make_visible_pdf(["FACTURE F-5"]), 5)
         gone = add_document(store, folder.id, "cii", b"<lost/>", 4, stored=False)
 
         [(first, _)] = check_received(store, 1)  # newest first: the lost one
         assert first == gone
         done = dict(check_received(store, 10))
-        assert done == {good: "valid", bad: "invalid"}
+        assert done == {good: "valid", bad: "invalid", pair: "not run"}
+        assert store.events(document_id=pair) == []
         assert check_received(store, 10) == []  # each verdict is recorded once
 
         verdict = store.documents.get(bad).conformance  # type: ignore[union-attr]
