@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.conformance import check, looks_like_pdf
+from daemon.conformance import Conformance, check, looks_like_pdf
 from daemon.docjson import KEYS
 from daemon.einvoice import InvalidInvoice, extract_xml_from_pdf, read_invoice_xml
 from daemon.mailparse import parse_file
 from daemon.ocr import OcrIncomplete, ocr_document, read_text_layer
 from daemon.recognize import recognize
+from daemon.schematron_server import SchematronServer
 from daemon.settings import ocr_settings
 
 FIELD_KEYS = tuple(k for k in KEYS if k not in ("id", "folder", "direction", "state",
@@ -40,6 +41,12 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--json", action="store_true")
 
 
+def _checked(name: str, found: Conformance) -> dict[str, Any]:
+    return {"file": name, "conformant": found.conformant, "profile": found.profile,
+            "number": found.number, "schematron": found.schematron,
+            "problems": list(found.problems), "warnings": list(found.warnings)}
+
+
 def run_check(args: argparse.Namespace) -> int:
     """1 when a file is not conformant, 4 when one is missing, else 0 (a file whose
     Schematron could not run says so, with no problem found)."""
@@ -48,13 +55,11 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"facturd: not a file: {missing[0]}")
         return 4
     results = []
-    for name in args.files:
-        data = Path(name).read_bytes()
-        found = check(data, is_pdf=looks_like_pdf(data))
-        results.append({"file": name, "conformant": found.conformant,
-                        "profile": found.profile, "number": found.number,
-                        "schematron": found.schematron, "problems": list(found.problems),
-                        "warnings": list(found.warnings)})
+    with SchematronServer() as server:  # one Saxon child, each stylesheet compiled once
+        for name in args.files:
+            data = Path(name).read_bytes()
+            results.append(_checked(name, check(data, is_pdf=looks_like_pdf(data),
+                                                server=server)))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     verdicts = {True: "conformant", False: "NOT conformant", None: "no problem found"}

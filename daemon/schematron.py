@@ -23,9 +23,10 @@ check" is never reported as "valid".
 
 Known limits: only the factur-x flavor (CII) is supported, at the profile the caller names
 (the guideline ID in the XML is not cross-checked here); the French CTC (``fr-ctc``) rules
-are not run; each call compiles the stylesheet again (about 0.5 s for EN 16931, no cache
-across calls); the child's memory is not limited (only its run time); reported messages are
-capped at 200 per run and 600 characters each.
+are not run; each call compiles the stylesheet again (about 0.5 s for EN 16931; for many
+runs daemon/schematron_server.py keeps one child with the compiled stylesheets); the
+child's memory is not limited (only its run time); reported messages are capped at 200 per
+run and 600 characters each.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from lxml import etree
 
-__all__ = ["DEFAULT_TIMEOUT", "PROFILE_LEVELS", "SchematronResult", "parse_svrl",
+__all__ = ["DEFAULT_TIMEOUT", "PROFILE_LEVELS", "SchematronResult", "parse_svrl", "prepare",
            "run_schematron", "schematron_xslt"]
 
 DEFAULT_TIMEOUT = 30.0
@@ -139,6 +140,19 @@ def parse_svrl(svrl: bytes, seconds: float = 0.0) -> SchematronResult:
     return SchematronResult(not errors, tuple(errors), tuple(warnings), "", seconds, fired)
 
 
+def prepare(xml: bytes, profile: str) -> tuple[Path, bytes] | SchematronResult:
+    """(stylesheet, the XML as Saxon may see it), or the "not run" result that refuses it
+    (stylesheet missing, XML unsafe or not CII). ValueError for an unknown profile."""
+    xslt = schematron_xslt(profile)
+    if not xslt.is_file():
+        return SchematronResult(None, (), (), f"Schematron XSLT missing: {xslt}", 0.0, 0)
+    try:
+        return xslt, _safe_reserialize(bytes(xml))
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        return SchematronResult(None, (), (), f"XML refused before Schematron: {exc}"[:300],
+                                0.0, 0)
+
+
 def run_schematron(xml: bytes, profile: str, *, timeout: float = DEFAULT_TIMEOUT
                    ) -> SchematronResult:
     """Check ``xml`` against the Schematron of ``profile`` in a child process.
@@ -146,14 +160,10 @@ def run_schematron(xml: bytes, profile: str, *, timeout: float = DEFAULT_TIMEOUT
     Never raises for a problem with the XML or the child: those are ``valid`` None with a
     ``reason``. Raises ValueError only for an unknown profile.
     """
-    xslt = schematron_xslt(profile)
-    if not xslt.is_file():
-        return SchematronResult(None, (), (), f"Schematron XSLT missing: {xslt}", 0.0, 0)
-    try:
-        payload = _safe_reserialize(bytes(xml))
-    except (etree.XMLSyntaxError, ValueError) as exc:
-        return SchematronResult(None, (), (), f"XML refused before Schematron: {exc}"[:300],
-                                0.0, 0)
+    prepared = prepare(xml, profile)
+    if isinstance(prepared, SchematronResult):
+        return prepared
+    xslt, payload = prepared
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "LC_ALL": "C.UTF-8"}
     started = time.monotonic()
