@@ -120,8 +120,8 @@ def check_received(store: Store, limit: int, timeout: float = DEFAULT_TIMEOUT,
                 continue  # another node recorded it first
             errors = verdict["errors"]
             if errors:
-                store.add_event("not-conformant", f"Schematron: {len(errors)} rule(s) broken, "
-                                f"first: {errors[0]}"[:1000], actor="facturd",
+                store.add_event("not-conformant", f"Schematron: {verdict['error_count']} "
+                                f"rule(s) broken, first: {errors[0]}"[:1000], actor="facturd",
                                 document_id=doc_id)
         log.info("document %d: Schematron %s", doc_id, clean(str(verdict["schematron"])))
         done.append((doc_id, str(verdict["schematron"])))
