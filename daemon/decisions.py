@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,12 +73,7 @@ class ApprovalSettings:
         return (urlsplit(self.public_url).hostname or "").lower()
 
     def environment(self) -> jinja2.Environment:
-        return _environment(self.template_dirs)
-
-
-@lru_cache(maxsize=8)
-def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
-    return mailer.make_environment(dirs)
+        return mailer.shared_environment(self.template_dirs)
 
 
 class DecisionError(Exception):

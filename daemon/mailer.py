@@ -23,6 +23,7 @@ dropped by the inliner (layouts are single-column and need none).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import sys
@@ -137,6 +138,13 @@ def make_environment(template_dirs: Sequence[Path]) -> jinja2.Environment:
     env.filters["format_datetime"] = format_when
     env.filters["format_money"] = format_money
     return env
+
+
+@functools.lru_cache(maxsize=8)
+def shared_environment(template_dirs: tuple[Path, ...]) -> jinja2.Environment:
+    """One environment per template folder list for the whole process (its compiled
+    templates are reused): for settings objects that render on every request."""
+    return make_environment(template_dirs)
 
 
 def _locale(lang: str) -> str:

@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.headerregistry import Address
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -103,12 +102,7 @@ class SalesSettings:
             raise ValueError("batch: must be positive")
 
     def environment(self) -> jinja2.Environment:
-        return _environment(self.template_dirs)
-
-
-@lru_cache(maxsize=8)
-def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
-    return mailer.make_environment(dirs)
+        return mailer.shared_environment(self.template_dirs)
 
 
 class Outcome(NamedTuple):
