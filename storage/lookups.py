@@ -50,15 +50,15 @@ def _seller(vat: str | None, siren: str | None) -> tuple[str, list[str]] | None:
     return "(" + " OR ".join(c for c, _ in conds) + ")", [v for _, v in conds]
 
 
-# The exact layers in one statement (each branch uses its own index), strongest first.
-_BASE = '"folder_id" = ? AND "delivery_id" != ? AND "state" != \'no_invoice\''
+# Every look-up reads the folder's other documents (``document`` as ``d``); the exact layers
+# go in one statement (each branch uses its own index), strongest first.
+_BASE = 'd."folder_id" = ? AND d."delivery_id" != ? AND d."state" != \'no_invoice\''
 _EXACT_SQL = {
     "message": 'SELECT d."id", 0 AS "layer" FROM "document" d JOIN "delivery" dl ON '
-               'd."delivery_id" = dl."id" JOIN "message" m ON dl."message_id" = m."id" WHERE '
-               'd."folder_id" = ? AND d."delivery_id" != ? AND d."state" != \'no_invoice\' '
-               'AND m."sha256" = ?',
-    "attachment": f'SELECT "id", 1 FROM "document" WHERE {_BASE} AND "original_sha256" = ?',
-    "xml": f'SELECT "id", 2 FROM "document" WHERE {_BASE} AND "xml_sha256" = ?',
+               f'd."delivery_id" = dl."id" JOIN "message" m ON dl."message_id" = m."id" WHERE '
+               f'{_BASE} AND m."sha256" = ?',
+    "attachment": f'SELECT d."id", 1 FROM "document" d WHERE {_BASE} AND d."original_sha256" = ?',
+    "xml": f'SELECT d."id", 2 FROM "document" d WHERE {_BASE} AND d."xml_sha256" = ?',
 }
 
 
@@ -81,8 +81,8 @@ def find_duplicate(folder_id: int, *, delivery_id: int, message_sha: str,
     seller = _seller(seller_vat, seller_siren)
     if seller is None or not number:
         return None
-    same = sql.execute(f'SELECT "id", "issue_date", "total_gross" FROM "document" WHERE {_BASE}'
-                       f' AND {seller[0]} AND "number" = ? ORDER BY "id"',
+    same = sql.execute(f'SELECT d."id", d."issue_date", d."total_gross" FROM "document" d '
+                       f'WHERE {_BASE} AND {seller[0]} AND d."number" = ? ORDER BY d."id"',
                        [folder_id, delivery_id, *seller[1], number]).fetchall()
     year = (issue_date or "")[:4]
     for other_id, other_date, other_total in same:

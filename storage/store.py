@@ -235,8 +235,8 @@ class Store:
 
     # ---- installation secrets ---------------------------------------------------------
     def secret(self, key: str) -> bytes:
-        """A random 32-byte secret shared by every node (the ``setting`` table), created on
-        first use; the same row format as daemon/decisions.py's ``installation_secret``."""
+        """A random 32-byte secret shared by every node (the ``setting`` table, hex), created
+        on first use: the web form nonces, the signed payment references."""
         S = models.Setting
         row = S.get_or_none(S.key == key)
         if row is None:
