@@ -26,7 +26,7 @@ from typing import Any
 import pypdf
 from lxml import etree
 
-__all__ = ["LEVELS", "MAX_XMP_BYTES", "container_problems"]
+__all__ = ["LEVELS", "MAX_XMP_BYTES", "container_problems", "xmp_value"]
 
 MAX_XMP_BYTES = 1024 * 1024
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -75,9 +75,10 @@ def _xmp_problems(metadata: Any) -> list[str]:
     except etree.XMLSyntaxError as exc:
         return [f"XMP metadata is not well-formed XML: {exc}"[:300]]
     for namespace, (standard, levels) in LEVELS.items():
-        level = _xmp_value(root, namespace, "ConformanceLevel")
+        level = xmp_value(root, namespace, "ConformanceLevel")
         if level is None:
             continue
+        level = level.strip()
         if level.upper() not in levels:
             return [f"XMP {standard} conformance level {level[:40]!r} is not one the "
                     f"standard defines ({', '.join(sorted(levels))})"]
@@ -85,12 +86,16 @@ def _xmp_problems(metadata: Any) -> list[str]:
     return ["XMP metadata does not declare a Factur-X / ZUGFeRD conformance level"]
 
 
-def _xmp_value(root: etree._Element, namespace: str, name: str) -> str | None:
-    """``<ns:name>value</ns:name>`` or ``<rdf:Description ns:name="value">``."""
+def xmp_value(root: etree._Element | None, namespace: str, name: str) -> str | None:
+    """An XMP property: ``<ns:name>value</ns:name>`` (text stripped) or the attribute
+    ``<rdf:Description ns:name="value">`` (as written); None when absent. Shared with
+    daemon/pdfa.py."""
+    if root is None:
+        return None
     for found in root.iter(f"{{{namespace}}}{name}"):
         return (found.text or "").strip()
     for description in root.iter(f"{{{_RDF}}}Description"):
         value = description.get(f"{{{namespace}}}{name}")
         if value is not None:
-            return value.strip()
+            return value
     return None

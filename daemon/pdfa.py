@@ -20,6 +20,8 @@ import pikepdf
 import pikepdf.pdfa
 from lxml import etree
 
+from daemon.fxcontainer import xmp_value
+
 _PDFA_FLAVOUR = "3b"
 _FX_FILENAME = "factur-x.xml"
 
@@ -139,19 +141,6 @@ def _read_xmp(pdf: pikepdf.Pdf) -> etree._Element | None:
         return None
 
 
-def _xmp_text(root: etree._Element | None, namespace: str, name: str) -> str | None:
-    if root is None:
-        return None
-    for found in root.iter(f"{{{namespace}}}{name}"):
-        return (found.text or "").strip()
-    value = None
-    for description in root.iter(f"{{{_RDF}}}Description"):
-        value = description.get(f"{{{namespace}}}{name}")
-        if value is not None:
-            break
-    return value
-
-
 def _declared_fx_properties(root: etree._Element | None) -> set[str]:
     """Names of the fx: properties a PDF/A extension schema in the XMP declares."""
     if root is None:
@@ -167,7 +156,7 @@ def _declared_fx_properties(root: etree._Element | None) -> set[str]:
 
 def _facturx_xmp_declared(root: etree._Element | None) -> bool:
     """The four fx: properties are present and declared by an extension schema."""
-    return all(_xmp_text(root, _FX, name) for name in _FX_PROPERTIES) \
+    return all(xmp_value(root, _FX, name) for name in _FX_PROPERTIES) \
         and set(_FX_PROPERTIES) <= _declared_fx_properties(root)
 
 
@@ -212,8 +201,8 @@ def check_pdfa(pdf_bytes: bytes) -> PdfaCheck:
     findings = tuple(str(f) for f in report.findings
                      if not _is_extension_schema_finding(f, declared))
     notes: list[str] = []
-    part = _xmp_text(xmp, _PDFAID, "part")
-    conformance = _xmp_text(xmp, _PDFAID, "conformance")
+    part = xmp_value(xmp, _PDFAID, "part")
+    conformance = xmp_value(xmp, _PDFAID, "conformance")
     fx_ok = _facturx_xmp_declared(xmp)
     if fonts:
         notes.append(f"the source PDF does not embed the font(s) {', '.join(fonts)}; "
