@@ -91,11 +91,12 @@ STATUS = {"done": 200, "renewed": 200, "unknown": 404, "used": 410, "expired": 4
           "stale": 410, "decided": 410, "refused": 403, "no-cookie": 403, "invalid": 400,
           "throttled": 429, "renew-wait": 429}
 
+
 def make_app(store: Store, settings: ApprovalSettings, *, trusted_proxies: Sequence[str] = (),
              failures: FailedLookups | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[guard])
     app[STATE] = WebState(store, settings, parse_proxies(trusted_proxies),
-                        failures or FailedLookups())
+                          failures or FailedLookups())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/a/{token}", show)
     app.router.add_post("/a/{token}", act)
