@@ -41,8 +41,8 @@ from pathlib import Path
 
 from lxml import etree
 
-__all__ = ["DEFAULT_TIMEOUT", "PROFILE_LEVELS", "SchematronResult", "parse_svrl", "prepare",
-           "run_schematron", "schematron_xslt"]
+__all__ = ["DEFAULT_TIMEOUT", "PROFILE_LEVELS", "SchematronResult", "child_env", "parse_svrl",
+           "prepare", "run_schematron", "schematron_xslt"]
 
 DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGES = 200
@@ -140,6 +140,12 @@ def parse_svrl(svrl: bytes, seconds: float = 0.0) -> SchematronResult:
     return SchematronResult(not errors, tuple(errors), tuple(warnings), "", seconds, fired)
 
 
+def child_env() -> dict[str, str]:
+    """The whole environment of a Saxon child: PATH and a UTF-8 locale, nothing else."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8"}
+
+
 def prepare(xml: bytes, profile: str) -> tuple[Path, bytes] | SchematronResult:
     """(stylesheet, the XML as Saxon may see it), or the "not run" result that refuses it
     (stylesheet missing, XML unsafe or not CII). ValueError for an unknown profile."""
@@ -164,8 +170,7 @@ def run_schematron(xml: bytes, profile: str, *, timeout: float = DEFAULT_TIMEOUT
     if isinstance(prepared, SchematronResult):
         return prepared
     xslt, payload = prepared
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-           "LC_ALL": "C.UTF-8"}
+    env = child_env()
     started = time.monotonic()
     try:
         done = subprocess.run(

@@ -35,7 +35,13 @@ from types import TracebackType
 
 from daemon import saxonchild
 from daemon.saxonchild import HEAD, LEN, MAX_BLOCK
-from daemon.schematron import DEFAULT_TIMEOUT, SchematronResult, parse_svrl, prepare
+from daemon.schematron import (
+    DEFAULT_TIMEOUT,
+    SchematronResult,
+    child_env,
+    parse_svrl,
+    prepare,
+)
 
 __all__ = ["SchematronServer"]
 
@@ -113,12 +119,10 @@ class SchematronServer:
         if self._proc is not None and self._proc.poll() is not None:
             self.close()  # died between runs: a new one serves this run
         if self._proc is None:
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                   "LC_ALL": "C.UTF-8"}
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", str(CHILD_SCRIPT)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=env, close_fds=True, start_new_session=True)
+                env=child_env(), close_fds=True, start_new_session=True)
         return self._proc
 
     def _exchange(self, request: bytes, deadline: float) -> tuple[int, bytes]:
