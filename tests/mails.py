@@ -47,3 +47,15 @@ def fake_pdf(size: int = 2048, seed: str = "x") -> bytes:
 def crlf(raw: bytes) -> bytes:
     """Wire form: smtplib sends bytes as given, and SMTP lines end in CRLF."""
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def depth_bomb(to: str = "x@invoices.test", levels: int = 30) -> EmailMessage:
+    """An invoice mail nested ``levels`` deep in message/rfc822 parts: deeper than the
+    parser's limit, so the worker quarantines it (too-deep)."""
+    inner = invoice_mail(to=to)
+    for _ in range(levels):
+        outer = EmailMessage()
+        outer["From"] = "billing@vendor.test"
+        outer.add_attachment(inner)
+        inner = outer
+    return inner

@@ -33,9 +33,8 @@ def test_check_reports_each_kind_of_problem(facturd: Facturd, tmp_path: Path) ->
     assert res.stdout.startswith(f"{good}: conformant (EN 16931, Schematron valid)")
 
     # BR-CO-15: the grand total is not net + VAT (XSD-valid, only the Schematron sees it)
-    xml = make_cii_xml()
-    wrong = re.sub(rb"<ram:GrandTotalAmount>[^<]+<", b"<ram:GrandTotalAmount>999.00<", xml)
-    assert wrong != xml
+    wrong = wrong_total_cii()
+    assert wrong != make_cii_xml()
     files = [good, write(tmp_path, "wrong-total.xml", wrong),
              write(tmp_path, "plain.pdf", edit(make_facturx_pdf(), "no-xmp")),
              write(tmp_path, "no-xml.pdf", make_visible_pdf(["FACTURE F-1", "Total 120,00"]))]

@@ -5,7 +5,6 @@ Real saxonche, real processes, CII made here with tests/factories.py."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 
 import pytest
@@ -13,9 +12,10 @@ import pytest
 from daemon.schematron import run_schematron
 from daemon.schematron_server import SchematronServer
 from tests.factories import make_cii_xml
+from tests.test_conformance import wrong_total_cii
 
 GOOD = make_cii_xml()
-WRONG_TOTAL = re.sub(rb"<ram:GrandTotalAmount>[^<]+<", b"<ram:GrandTotalAmount>999.00<", GOOD)
+WRONG_TOTAL = wrong_total_cii()
 
 
 def alive(pid: int) -> bool:

@@ -13,16 +13,14 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from daemon.status import COOKIE
-from daemon.web import make_app
 from daemon.webguard import FAIL_LIMIT
 from storage import records
 from storage.blobs import sha256_hex
@@ -30,26 +28,16 @@ from storage.operators import Operators
 from storage.queue import Queue
 from storage.records import IntakeItem, Recipient
 from storage.store import Store
-from tests.conftest import Clock, free_port
+from tests.conftest import Clock
 from tests.factories import make_facturx_pdf
-from tests.test_approval import SETTINGS, make_document, make_folder
-from tests.test_web import assert_secure
+from tests.test_approval import make_document, make_folder
+from tests.test_web import assert_secure, csrf_of, serve
 
 Client = TestClient[Any, Any]
 NAME, PASSWORD = "alice", "correct horse battery staple"
 ROUTES_GET = ("/status", "/status/documents/1", "/status/documents/1/original",
               "/status/documents/1/enriched")
 ROUTES_POST = ("/status/logout", "/status/deliveries/1/retry")
-
-
-def serve(store: Store, scenario: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        port = free_port()
-        jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[f"http://127.0.0.1:{port}"])
-        server = TestServer(make_app(store, SETTINGS), host="127.0.0.1", port=port)
-        async with TestClient(server, cookie_jar=jar) as client:
-            await scenario(client)
-    asyncio.run(main())
 
 
 def quarantine(store: Store, folder_id: int, reason: str) -> int:
@@ -69,12 +57,6 @@ def quarantine(store: Store, folder_id: int, reason: str) -> int:
 async def log_in(client: Client, password: str = PASSWORD) -> aiohttp.ClientResponse:
     return await client.post("/status/login", data={"name": NAME, "password": password},
                              allow_redirects=False)
-
-
-def csrf_of(page: str) -> str:
-    found = re.findall(r'name="csrf" value="([0-9a-f]{64})"', page)
-    assert found, "no csrf field on the page"
-    return str(found[0])
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.conftest import Facturd, wait_for
 from tests.factories import make_facturx_pdf
-from tests.mails import invoice_mail
+from tests.mails import depth_bomb, invoice_mail
 from tests.test_worker import TO, send
 
 NAME, PASSWORD = "alice", "correct horse battery staple"
@@ -30,16 +29,6 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     assert path, "Debian's chromium is needed for this test: run .ci/setup (apt chromium)"
     return path
-
-
-def depth_bomb() -> EmailMessage:
-    inner = invoice_mail(to=TO)
-    for _ in range(30):  # MIME nesting deeper than the parser's limit: quarantined
-        outer = EmailMessage()
-        outer["From"] = "billing@vendor.test"
-        outer.add_attachment(inner)
-        inner = outer
-    return inner
 
 
 def jobs(f: Facturd) -> list[dict[str, Any]]:
@@ -55,7 +44,7 @@ def test_operator_uses_the_status_page_in_chromium(facturd: Facturd, tmp_path: P
     f.start()
     pdf = make_facturx_pdf(number="F-WAIT-1")
     send(f, invoice_mail(to=TO, attachments=[("F-WAIT-1.pdf", "application/pdf", pdf)]))
-    send(f, depth_bomb())
+    send(f, depth_bomb(to=TO))
     wait_for(lambda: sorted(j["state"] for j in jobs(f)) == ["done", "quarantined"],
              "one invoice processed, one mail quarantined")
     base = f"http://127.0.0.1:{f.web_port}"

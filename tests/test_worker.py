@@ -18,7 +18,7 @@ from storage.records import IntakeItem, Recipient
 from storage.store import Store
 from tests.conftest import DOMAIN, VAT, Clock, Facturd, wait_for
 from tests.factories import make_facturx_pdf
-from tests.mails import crlf, invoice_mail
+from tests.mails import crlf, depth_bomb, invoice_mail
 
 TO = f"{VAT}@{DOMAIN}"
 
@@ -179,14 +179,7 @@ def test_persistent_transient_failure_is_quarantined_after_max_attempts(facturd:
 def test_permanent_failure_is_quarantined_with_its_reason_and_kept(facturd: Facturd) -> None:
     facturd.add_folder()
     facturd.start()
-    inner = invoice_mail()
-    for _ in range(30):  # MIME nesting deeper than the parser's limit
-        outer = EmailMessage()
-        outer["From"] = "billing@vendor.test"
-        outer["Subject"] = "nested"
-        outer.add_attachment(inner)
-        inner = outer
-    send(facturd, inner)
+    send(facturd, depth_bomb())
     [job] = settled(facturd)
     assert job["state"] == "quarantined"
     assert "too-deep" in job["last_error"]
@@ -269,13 +262,7 @@ def test_one_bad_message_in_a_batch_does_not_hold_back_the_others(tmp_path: Path
     """A MIME depth bomb between two good mails: quarantined with its reason; the two
     invoices around it are archived in the same batch."""
     folder = store.add_folder(VAT, "Acme SAS", mode="automatic")
-    inner = invoice_mail(to=TO)
-    for _ in range(30):  # MIME nesting deeper than the parser's limit
-        outer = EmailMessage()
-        outer["From"] = "billing@vendor.test"
-        outer.add_attachment(inner)
-        inner = outer
-    bomb = inner.as_bytes()
+    bomb = depth_bomb(to=TO).as_bytes()
     good = [invoice_mail(to=TO, attachments=[("a.pdf", "application/pdf",
                                               make_facturx_pdf(number=n))]).as_bytes()
             for n in ("F-A", "F-B")]
